@@ -1,0 +1,51 @@
+"""Fixtures: the real embedded local stack, started by the tests on free ports."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from common.settings import Settings, load_settings
+from common.stack import LocalStack, free_port
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """One Kafka-compatible broker + search server for the whole session."""
+    data_dir = tmp_path_factory.mktemp("stack")
+    local = LocalStack(str(data_dir), free_port(), free_port()).start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short name unique in this session, for topics, groups and index prefixes."""
+    return f"t{os.getpid()}x{next(_names)}"
+
+
+@pytest.fixture
+def settings_env(stack: LocalStack, unique: str) -> dict[str, str]:
+    """Environment for a component under test: its own topics, group and index prefix."""
+    return {
+        **stack.env(),
+        "KAFKA_APM_LOG_TOPIC": f"{unique}.logs",
+        "KAFKA_APM_SPAN_TOPIC": f"{unique}.spans",
+        "KAFKA_APM_LOG_ERROR_TOPIC": f"{unique}.logs.error",
+        "KAFKA_APM_DLQ_TOPIC": f"{unique}.dlq",
+        "ENGINE_GROUP_ID": f"{unique}-engine",
+        "OPENSEARCH_INDEX_PREFIX": f"{unique}-",
+        "ENGINE_METRICS_PORT": "0",
+    }
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str]) -> Settings:
+    return load_settings(settings_env)
