@@ -24,23 +24,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="panopticon", description="Panopticon APM backend")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(command)
-        command.set_defaults(run=module.run)
+def top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="panopticon",
+        description="Panopticon APM backend",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items())
+        + "\n\n'panopticon COMMAND --help' describes each command.",
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand; its module is imported only when the command is used."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"panopticon {name}", description=help_text)
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run, command=name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    top = top_parser()
+    if not argv or argv[0].startswith("-"):
+        top.parse_args(argv or ["--help"])
+    name = top.parse_args(argv[:1]).command
+    args = command_parser(name).parse_args(argv[1:])
     try:
         return int(args.run(args) or 0)
     except SettingsError as exc:
-        print(f"panopticon {args.command}: {exc}", file=sys.stderr)
+        print(f"panopticon {name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
