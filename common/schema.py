@@ -19,10 +19,9 @@ ERROR_LEVELS = frozenset({"ERROR", "FATAL"})
 LabelValue = str | int | float | bool
 
 
-class LogDoc(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A stored log document (``logs-apm-YYYY.MM.DD``)."""
+class LogDoc(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type", tag="log"):
+    """A stored log document (``logs-apm-YYYY.MM.DD``); ``type`` is always written."""
 
-    type: Literal["log"] = "log"
     timestamp: str = msgspec.field(name="@timestamp")
     ingested_at: str
     timestamp_defaulted: bool = False
@@ -38,10 +37,9 @@ class LogDoc(msgspec.Struct, kw_only=True, omit_defaults=True):
     labels: dict[str, LabelValue] = msgspec.field(default_factory=dict)
 
 
-class SpanDoc(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A stored span document (``traces-apm-YYYY.MM.DD``)."""
+class SpanDoc(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type", tag="span"):
+    """A stored span document (``traces-apm-YYYY.MM.DD``); ``type`` is always written."""
 
-    type: Literal["span"] = "span"
     timestamp: str = msgspec.field(name="@timestamp")
     ingested_at: str
     timestamp_defaulted: bool = False

@@ -1,0 +1,96 @@
+"""A bulk batch: NDJSON written straight into a shared-memory block, plus what is needed to read the answer.
+
+Items are remembered by where their action line starts (to rebuild a retry body from the block) and by
+the record they came from (to dead-letter a refused item with its original bytes). A batch also covers
+the offsets of every record it consumed, including records that produced no document.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.shm import Block
+
+LOG, SPAN = 0, 1
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Item:
+    """One document of the batch: its source record, its array index, its kind, whether it is an error log."""
+
+    record: Any  # confluent_kafka.Message
+    array_index: int | None
+    kind: int
+    error_log: bool
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    seq: int
+    block: Block | None
+    opened_ms: int
+    starts: array = field(default_factory=lambda: array("Q"))
+    items: list[Item] = field(default_factory=list)
+    error_items: list[int] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
+    indices: set[tuple[str, str]] = field(default_factory=set)  # (kind, index name)
+    docs: list[int] = field(default_factory=lambda: [0, 0])  # by kind
+    pending: int = 0  # produce acknowledgements still awaited (DLQ, error topic)
+    flushed: bool = False
+    sealed: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.block.length if self.block is not None else 0
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def done(self) -> bool:
+        return self.sealed and self.flushed and self.pending == 0
+
+    def room(self) -> int:
+        return self.block.capacity - self.block.length if self.block is not None else 0
+
+    def append(self, action: bytes, doc: bytes, item: Item) -> None:
+        """Write one action + document; the caller checked the room first."""
+        block = self.block
+        assert block is not None
+        start = block.length
+        end = start + len(action)
+        view = block.view
+        view[start:end] = action
+        stop = end + len(doc)
+        view[end:stop] = doc
+        view[stop : stop + 1] = b"\n"
+        block.length = stop + 1
+        self.starts.append(start)
+        if item.error_log:
+            self.error_items.append(len(self.items))
+        self.items.append(item)
+        self.docs[item.kind] += 1
+
+    def cover(self, topic: str, partition: int, offset: int) -> None:
+        self.offsets[(topic, partition)] = offset + 1
+
+    def body(self) -> memoryview:
+        assert self.block is not None
+        return self.block.body()
+
+    def item_bytes(self, index: int) -> bytes:
+        """The action and document lines of one item, as sent."""
+        assert self.block is not None
+        start = self.starts[index]
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else self.block.length
+        return bytes(self.block.view[start:end])
+
+    def document(self, index: int) -> bytes:
+        """The stored document (second line) of one item."""
+        line = self.item_bytes(index)
+        return line[line.index(b"\n") + 1 : -1]

@@ -1,0 +1,252 @@
+"""The flushing side: sends a batch's block to ``_bulk`` and reads every item of the answer.
+
+Transient failures (connection errors, HTTP 429/502/503/504, item 429 or 5xx) are retried with
+exponential backoff and full jitter, without limit in count, until the flusher is told to stop.
+Items answered 201 or 409 are stored; other 4xx items are permanent refusals, bound for the DLQ.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import urllib3
+
+from common.settings import Settings
+from engine.batch import Batch
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504, 401, 403})
+OK_STATUS = frozenset({200, 201, 409})
+
+
+class ItemResult(msgspec.Struct):
+    status: int
+    error: Any = None
+
+
+class BulkAnswer(msgspec.Struct):
+    errors: bool
+    items: list[dict[str, ItemResult]] = []
+
+
+class BulkAnswerSummary(msgspec.Struct):
+    errors: bool
+
+
+@dataclass(slots=True)
+class FlushResult:
+    """What happened to a batch: None statuses means every item was created (201)."""
+
+    batch: Batch
+    statuses: list[int] | None
+    errors: dict[int, str]  # item index -> reason, for refused items
+    retries: int
+    latency_s: float
+    bytes_sent: int
+
+
+class Backoff:
+    def __init__(self, base_s: float = 0.1, cap_s: float = 10.0, rng: random.Random | None = None) -> None:
+        self._base, self._cap = base_s, cap_s
+        self._rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        return self._rng.uniform(0, min(self._cap, self._base * (2**attempt)))
+
+
+class TransientError(Exception):
+    pass
+
+
+class BulkClient:
+    """A lean HTTP client for ``_bulk``: the body is sent as it lies in the block, the answer parsed by msgspec."""
+
+    def __init__(self, settings: Settings) -> None:
+        headers = {"Content-Type": "application/x-ndjson"}
+        if settings.opensearch_username:
+            headers.update(urllib3.make_headers(
+                basic_auth=f"{settings.opensearch_username}:{settings.opensearch_password}"))
+        kwargs: dict[str, Any] = {}
+        if settings.opensearch_url.startswith("https"):
+            kwargs["cert_reqs"] = "CERT_REQUIRED" if settings.opensearch_verify_certs else "CERT_NONE"
+            if settings.opensearch_ca_certs:
+                kwargs["ca_certs"] = settings.opensearch_ca_certs
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=8, headers=headers, retries=False,
+                                         timeout=urllib3.Timeout(connect=5, read=settings.opensearch_timeout_s * 6),
+                                         **kwargs)
+        self._url = settings.opensearch_url.rstrip("/") + "/_bulk"
+        self._full = msgspec.json.Decoder(BulkAnswer)
+        self._summary = msgspec.json.Decoder(BulkAnswerSummary)
+
+    def send(self, body: bytes | memoryview) -> BulkAnswer | None:
+        """None when every item succeeded; the full answer otherwise. Raises TransientError."""
+        try:
+            answer = self._pool.request("POST", self._url, body=body, preload_content=True)
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientError(f"search cluster unreachable: {exc}") from exc
+        if answer.status in RETRY_STATUS:
+            raise TransientError(f"_bulk answered HTTP {answer.status}")
+        data = answer.data
+        if answer.status >= 400:
+            return BulkAnswer(errors=True, items=[])  # whole request refused: caller refuses every item
+        try:
+            if not self._summary.decode(data).errors:
+                return None
+            return self._full.decode(data)
+        except msgspec.DecodeError as exc:
+            raise TransientError(f"unreadable _bulk answer: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def describe_error(error: Any) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('type', 'error')}: {error.get('reason', '')}"[:1000]
+    return str(error)[:1000]
+
+
+class Flusher:
+    """Threads that take sealed batches, ensure their indices exist, send them, and hand back results.
+
+    All batch state stays with the worker's main thread: flushers only read the block and return a
+    FlushResult through ``done``.
+    """
+
+    def __init__(self, settings: Settings, ensure_index: Callable[[str, str], None],
+                 threads: int, client_factory: Callable[[], BulkClient] | None = None) -> None:
+        self.todo: queue.Queue[Batch | None] = queue.Queue()
+        self.done: queue.Queue[FlushResult] = queue.Queue()
+        self._ensure = ensure_index
+        self._stop = threading.Event()
+        self._factory = client_factory or (lambda: BulkClient(settings))
+        self._threads = [threading.Thread(target=self._run, name=f"flusher-{i}", daemon=True)
+                         for i in range(threads)]
+        self._backoff = Backoff()
+        self.down_since: float | None = None
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, batch: Batch) -> None:
+        self.todo.put(batch)
+
+    def terminate(self) -> None:
+        """Stop retrying: batches still failing are abandoned (their offsets are never committed)."""
+        self._stop.set()
+        for _ in self._threads:
+            self.todo.put(None)
+
+    def join(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        client = self._factory()
+        try:
+            while not self._stop.is_set():
+                batch = self.todo.get()
+                if batch is None:
+                    return
+                result = self._flush(client, batch)
+                if result is not None:
+                    self.done.put(result)
+        finally:
+            client.close()
+
+    def _sleep(self, attempt: int, why: str) -> bool:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        delay = self._backoff.delay(attempt)
+        if attempt in (0, 3) or attempt % 10 == 0:
+            log.warning("search cluster: %s; retrying (attempt %d, next in %.2fs)", why, attempt + 1, delay)
+        return not self._stop.wait(delay)
+
+    def _ensure_indices(self, batch: Batch) -> bool:
+        attempt = 0
+        while True:
+            try:
+                for kind, index in batch.indices:
+                    self._ensure(kind, index)
+                return True
+            except Exception as exc:  # any failure to create an index is retried
+                if not self._sleep(attempt, f"creating an index failed ({exc})"):
+                    return False
+                attempt += 1
+
+    def _flush(self, client: BulkClient, batch: Batch) -> FlushResult | None:
+        if not self._ensure_indices(batch):
+            return None
+        started = time.monotonic()
+        pending = list(range(batch.count))
+        statuses: list[int] | None = None
+        errors: dict[int, str] = {}
+        attempt = sent = 0
+        body: bytes | memoryview = batch.body()
+        while True:
+            try:
+                sent += len(body)
+                answer = client.send(body)
+            except TransientError as exc:
+                if not self._sleep(attempt, str(exc)):
+                    return None
+                attempt += 1
+                continue
+            self.down_since = None
+            if answer is None:
+                if statuses is not None:
+                    for index in pending:
+                        statuses[index] = 201
+                break
+            if statuses is None:
+                statuses = [201] * batch.count
+            pending = self._read_items(answer, pending, statuses, errors)
+            if not pending:
+                break
+            if not self._sleep(attempt, f"{len(pending)} items answered 429/5xx"):
+                return None
+            attempt += 1
+            body = b"".join(batch.item_bytes(i) for i in pending)
+        return FlushResult(batch, statuses, errors, attempt, time.monotonic() - started, sent)
+
+    @staticmethod
+    def _read_items(answer: BulkAnswer, pending: list[int], statuses: list[int],
+                    errors: dict[int, str]) -> list[int]:
+        """Record each item's outcome; return the items to retry."""
+        if not answer.items:  # the whole request was refused
+            for index in pending:
+                statuses[index] = 400
+                errors[index] = "the search cluster refused the bulk request"
+            return []
+        retry = []
+        for index, item in zip(pending, answer.items, strict=False):
+            result = next(iter(item.values()))
+            status = result.status
+            statuses[index] = status
+            if status in OK_STATUS:
+                continue
+            if status == 429 or status >= 500:
+                retry.append(index)
+            else:
+                errors[index] = describe_error(result.error)
+        return retry
+
+
+def dead_letter_value(value: bytes | None) -> tuple[str, str]:
+    """The original bytes as UTF-8 text when they decode, else base64."""
+    if value is None:
+        return "", "utf-8"
+    try:
+        return value.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(value).decode("ascii"), "base64"

@@ -1,0 +1,110 @@
+"""Per-worker counters in shared memory: one writer (the worker), any number of readers (the supervisor).
+
+Each worker owns a slot of 64-bit integers. Values only grow (except the gauges), so a reader never
+needs a lock: it may read a slightly old value, never a torn one (aligned 8-byte stores).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from engine.shm import Segment
+
+# Upper bounds (seconds) of the bulk latency histogram buckets; the last bucket is +Inf.
+LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class C(IntEnum):
+    """Counter slots. Names are the metric suffixes."""
+
+    consumed_logs = 0
+    consumed_spans = 1
+    stored_logs = 2
+    stored_spans = 3
+    duplicates = 4
+    dlq_logs = 5
+    dlq_spans = 6
+    errors_published = 7
+    retries = 8
+    bytes_sent = 9
+    bulk_requests = 10
+    bulk_latency_us = 11
+    batch_docs = 12
+    batches = 13
+    heartbeat_ms = 14  # gauge: last heartbeat, epoch ms
+    blocks_in_use = 15  # gauge
+    inflight_bytes = 16  # gauge
+    paused = 17  # gauge: 1 while fetching is paused
+    dropped_keys = 18
+    rollup_docs = 19
+    events_logs = 20
+    events_spans = 21
+    stored_events_logs = 22
+    stored_events_spans = 23
+    latency_bucket_0 = 24  # .. latency_bucket_0 + len(LATENCY_BOUNDS): histogram counts
+
+
+SLOTS = 24 + len(LATENCY_BOUNDS) + 1
+GAUGES = frozenset({C.heartbeat_ms, C.blocks_in_use, C.inflight_bytes, C.paused})
+
+
+class CounterSlot:
+    """One worker's view of its counters."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+
+    def add(self, counter: int, amount: int = 1) -> None:
+        self._view[counter] += amount
+
+    def set(self, counter: int, value: int) -> None:
+        self._view[counter] = value
+
+    def get(self, counter: int) -> int:
+        return int(self._view[counter])
+
+    def observe_latency(self, seconds: float) -> None:
+        bucket = 0
+        for bound in LATENCY_BOUNDS:
+            if seconds <= bound:
+                break
+            bucket += 1
+        self._view[C.latency_bucket_0 + bucket] += 1
+        self._view[C.bulk_latency_us] += int(seconds * 1_000_000)
+
+    def snapshot(self) -> list[int]:
+        return list(self._view)
+
+    def reset(self) -> None:
+        for i in range(len(self._view)):
+            self._view[i] = 0
+
+
+class CounterTable:
+    """All workers' slots in one segment, created by the supervisor before forking."""
+
+    def __init__(self, segment: Segment, workers: int) -> None:
+        self.segment = segment
+        self._all = segment.buf.cast("q")
+        self.slots = [CounterSlot(self._all[i * SLOTS : (i + 1) * SLOTS]) for i in range(workers)]
+
+    @classmethod
+    def create(cls, name: str, workers: int) -> CounterTable:
+        return cls(Segment(name, max(8, workers * SLOTS * 8)), workers)
+
+    def totals(self) -> list[int]:
+        total = [0] * SLOTS
+        for slot in self.slots:
+            for i, value in enumerate(slot.snapshot()):
+                if i not in GAUGES or i == C.inflight_bytes or i == C.blocks_in_use:
+                    total[i] += value
+        return total
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot._view.release()
+        self.slots.clear()
+        self._all.release()
+        self.segment.close()

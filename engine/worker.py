@@ -1,0 +1,390 @@
+"""A worker process: one consumer-group member, its partitions, its blocks and its flusher threads.
+
+The loop is one fixed cycle: heartbeat -> fetch (unless held back) -> submit records into the open
+batch -> seal what is full or old -> read flush results -> serve produce acknowledgements -> commit
+what is safe. Kafka and search clients are created here, after the fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from common.clients import consumer_config, opensearch_client, producer_config
+from common.indices import IndexCreator, IndexNames
+from common.settings import Settings
+from engine.batch import LOG, SPAN, Batch, Item
+from engine.bulk import Flusher, FlushResult, dead_letter_value
+from engine.commit import CommitPolicy, CommitTracker
+from engine.counters import C, CounterSlot
+from engine.decode import Decoded, RecordDecoder
+from engine.dlq import DeadLetters
+from engine.shm import BlockPool
+
+log = logging.getLogger(__name__)
+
+FETCH_MAX = 1000
+EXIT_BOOT_FAILURE = 3  # the supervisor halts instead of restarting
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Worker:
+    def __init__(self, settings: Settings, slot: int, pool: BlockPool, counters: CounterSlot,
+                 instance_id: str | None = None) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.pool = pool
+        self.counters = counters
+        self.instance_id = instance_id
+        self.stopping = False
+        self.fast_stop = False
+        self.batch: Batch | None = None
+        self.held: deque[Message] = deque()
+        self.paused = False
+        self.assigned: set[tuple[str, int]] = set()
+        self.tracker = CommitTracker()
+        self.policy = CommitPolicy()
+        self._seq = 0
+        self._last_commit = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def init_process(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle_term)
+        signal.signal(signal.SIGINT, self.handle_int)
+        signal.signal(signal.SIGQUIT, self.handle_int)
+        s = self.settings
+        self.names = IndexNames(s.opensearch_index_prefix)
+        self.decoder = RecordDecoder(self.names, s.kafka_apm_log_topic, s.kafka_apm_span_topic,
+                                     s.engine_max_message_bytes)
+        creator = IndexCreator(opensearch_client(s), self.names)
+        self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes)
+        self.producer = Producer(producer_config(s, "panopticon-engine"))
+        self.dead_letters = DeadLetters()
+        extra: dict[str, Any] = {"session.timeout.ms": 30_000, "max.poll.interval.ms": 300_000}
+        if self.instance_id:
+            extra["group.instance.id"] = self.instance_id
+        self.consumer = Consumer(consumer_config(s, s.engine_group_id, "panopticon-engine", **extra))
+        self.consumer.subscribe(list(s.input_topics), on_assign=self.on_assign, on_revoke=self.on_revoke,
+                                on_lost=self.on_lost)
+
+    def handle_term(self, *_: Any) -> None:
+        if self.stopping:
+            self.fast_stop = True
+        self.stopping = True
+
+    def handle_int(self, *_: Any) -> None:
+        self.stopping = True
+        self.fast_stop = True
+
+    def run(self) -> int:
+        self.init_process()
+        try:
+            while not self.stopping:
+                self.cycle()
+            if not self.fast_stop:
+                self.drain(self.settings.engine_shutdown_timeout_s - 2)
+        finally:
+            self.close()
+        return 0
+
+    def cycle(self) -> None:
+        self.heartbeat()
+        self.fetch()
+        self.seal_if_due()
+        self.collect()
+        self.producer.poll(0)
+        self.commit_if_due()
+        self.resume_if_possible()
+
+    def close(self) -> None:
+        self.flusher.terminate()
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("closing the consumer: %s", exc)
+        self.producer.flush(5)
+        self.flusher.join(2)
+
+    def drain(self, timeout_s: float) -> None:
+        """Stop fetching, flush, commit. Everything acknowledged before exit is stored."""
+        deadline = time.monotonic() + max(1.0, timeout_s)
+        self.pause()
+        self.seal()
+        while self.tracker.inflight and time.monotonic() < deadline and not self.fast_stop:
+            self.collect(timeout_s=0.05)
+            self.producer.poll(0)
+            self.heartbeat()
+        self.commit(sync=True)
+        log.info("worker %d drained: %d batches unfinished", self.slot, self.tracker.inflight)
+
+    # ------------------------------------------------------------------ the cycle
+
+    def heartbeat(self) -> None:
+        self.counters.set(C.heartbeat_ms, now_ms())
+
+    def fetch(self) -> None:
+        while self.held:
+            if not self.submit(self.held[0]):
+                return
+            self.held.popleft()
+        if self.paused:  # keep serving the group; anything delivered anyway waits in `held`
+            self.held.extend(self.consumer.consume(FETCH_MAX, 0.05))
+            return
+        messages = self.consumer.consume(FETCH_MAX, 0.1)
+        for i, message in enumerate(messages):
+            if not self.submit(message):
+                self.held.extend(messages[i:])
+                self.pause()
+                return
+
+    def submit(self, message: Message) -> bool:
+        """Decode one record into the open batch. False: no room and no free block (backpressure)."""
+        error = message.error()
+        if error is not None:
+            self._consumer_error(error)
+            return True
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if (topic, partition) not in self.assigned:
+            return True  # revoked while held: the new owner reads it again
+        kind = self.decoder.kind_of(topic)
+        ts_type, ts = message.timestamp()
+        now = now_ms()
+        decoded = self.decoder.decode(topic, partition, offset, message.value(), ts if ts_type and ts > 0 else now,
+                                      now)
+        batch = self._room_for(decoded)
+        if batch is None:
+            return False
+        self.counters.add(C.consumed_spans if kind == SPAN else C.consumed_logs)
+        self._write(batch, message, kind, decoded)
+        batch.cover(topic, partition, offset)
+        return True
+
+    def _room_for(self, decoded: Decoded) -> Batch | None:
+        need = decoded.size
+        batch = self.batch
+        if batch is not None and (batch.room() < need or batch.count >= self.settings.bulk_batch_size):
+            self.seal()
+            batch = None
+        if batch is None:
+            batch = self.open_batch()
+        if batch is not None and batch.room() < need:
+            return batch  # larger than a whole block: its entries are refused one by one in _write
+        return batch
+
+    def _write(self, batch: Batch, message: Message, kind: int, decoded: Decoded) -> None:
+        for entry in decoded.entries:
+            if batch.room() < len(entry.action) + len(entry.doc) + 1:
+                self.reject(batch, message, kind, "too_large", "the normalized document does not fit a bulk block",
+                            entry.array_index)
+                continue
+            batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
+            batch.indices.add((entry.index_kind, entry.index))
+        counter = C.events_spans if kind == SPAN else C.events_logs
+        self.counters.add(counter, len(decoded.entries) + len(decoded.rejects))
+        if decoded.dropped_keys:
+            self.counters.add(C.dropped_keys, decoded.dropped_keys)
+        for reject in decoded.rejects:
+            self.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index, reject.element)
+
+    def open_batch(self) -> Batch | None:
+        block = self.pool.acquire()
+        if block is None:
+            return None
+        self._seq += 1
+        self.batch = Batch(self._seq, block, now_ms())
+        self.counters.set(C.blocks_in_use, self.pool.total - self.pool.free)
+        return self.batch
+
+    def seal(self) -> None:
+        batch = self.batch
+        if batch is None:
+            return
+        self.batch = None
+        batch.sealed = True
+        self.tracker.track(batch)
+        if batch.count:
+            self.counters.add(C.inflight_bytes, batch.size)
+            self.flusher.submit(batch)
+        else:
+            self._release(batch)
+            batch.flushed = True
+
+    def seal_if_due(self) -> None:
+        batch = self.batch
+        if batch is None:
+            return
+        if (batch.size >= self.settings.bulk_batch_bytes or batch.count >= self.settings.bulk_batch_size
+                or now_ms() - batch.opened_ms >= self.settings.bulk_flush_interval_ms):
+            self.seal()
+
+    def collect(self, timeout_s: float = 0.0) -> None:
+        """Read flush results: count, republish errors, dead-letter refusals, free the blocks."""
+        done = self.flusher.done
+        while True:
+            try:
+                result = done.get(timeout=timeout_s) if timeout_s else done.get_nowait()
+            except Exception:
+                break
+            self._finish(result)
+            timeout_s = 0.0
+        for batch in self.tracker.advance():
+            self._count_stored(batch)
+
+    def _finish(self, result: FlushResult) -> None:
+        batch = result.batch
+        statuses = result.statuses
+        counters = self.counters
+        counters.add(C.bulk_requests)
+        counters.observe_latency(result.latency_s)
+        counters.add(C.bytes_sent, result.bytes_sent)
+        counters.add(C.retries, result.retries)
+        counters.add(C.batch_docs, batch.count)
+        counters.add(C.batches)
+        counters.add(C.inflight_bytes, -batch.size)
+        if statuses is not None:
+            counters.add(C.duplicates, statuses.count(409))
+            for index, reason in result.errors.items():
+                item = batch.items[index]
+                self.reject(batch, item.record, item.kind, "rejected_by_search",
+                            f"HTTP {statuses[index]}: {reason}", item.array_index)
+                batch.docs[item.kind] -= 1
+        for index in batch.error_items:
+            if statuses is None or statuses[index] in (200, 201, 409):
+                self.republish(batch, index)
+        batch.flushed = True
+        self._release(batch)
+
+    def _release(self, batch: Batch) -> None:
+        if batch.block is not None:
+            self.pool.release(batch.block)
+            self.counters.set(C.blocks_in_use, self.pool.total - self.pool.free)
+
+    def _count_stored(self, batch: Batch) -> None:
+        self.counters.add(C.stored_logs, batch.docs[LOG])
+        self.counters.add(C.stored_spans, batch.docs[SPAN])
+
+    # ------------------------------------------------------------------ produce: DLQ and error topic
+
+    def _acked(self, batch: Batch, retry: Callable[[], None], err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            log.warning("produce failed (%s); retrying", err)
+            retry()
+            return
+        batch.pending -= 1
+
+    def _produce(self, batch: Batch, topic: str, key: bytes | None, value: bytes) -> None:
+        def send() -> None:
+            while True:
+                try:
+                    self.producer.produce(topic, value=value, key=key, on_delivery=partial(self._acked, batch, send))
+                    return
+                except BufferError:
+                    self.producer.poll(0.1)
+
+        batch.pending += 1
+        send()
+
+    def reject(self, batch: Batch, message: Message, kind: int, reason: str, detail: str,
+               array_index: int | None = None, element: bytes | None = None) -> None:
+        value, encoding = dead_letter_value(element if element is not None else message.value())
+        record = self.dead_letters.record(message, reason, detail, value, encoding, array_index)
+        self._produce(batch, self.settings.kafka_apm_dlq_topic, message.key(), record)
+        self.counters.add(C.dlq_spans if kind == SPAN else C.dlq_logs)
+
+    def republish(self, batch: Batch, index: int) -> None:
+        document = batch.document(index)
+        service = self.dead_letters.service_of(document)
+        self._produce(batch, self.settings.kafka_apm_log_error_topic, service, document)
+        self.counters.add(C.errors_published)
+
+    # ------------------------------------------------------------------ commits and rebalances
+
+    def commit_if_due(self) -> None:
+        now = now_ms()
+        if self.policy.should_commit(now, self._last_commit):
+            self._last_commit = now
+            self.commit(sync=False)
+
+    def commit(self, sync: bool, only: set[tuple[str, int]] | None = None) -> None:
+        due = self.tracker.due(only if only is not None else self.assigned)
+        if not due:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in due.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+            self.tracker.committed(due)
+        except KafkaException as exc:
+            log.warning("commit failed (%s); will retry", exc)
+
+    def pause(self) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        self.counters.set(C.paused, 1)
+        if self.assigned:
+            self.consumer.pause([TopicPartition(t, p) for t, p in self.assigned])
+
+    def resume_if_possible(self) -> None:
+        if self.paused and self.pool.free > 0 and not self.held and not self.stopping:
+            self.paused = False
+            self.counters.set(C.paused, 0)
+            if self.assigned:
+                self.consumer.resume([TopicPartition(t, p) for t, p in self.assigned])
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        added = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned |= added
+        log.info("worker %d assigned %s", self.slot, sorted(added))
+        if self.paused:
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        log.info("worker %d revoked %s", self.slot, sorted(gone))
+        self.seal()
+        deadline = time.monotonic() + min(20.0, self.settings.engine_shutdown_timeout_s)
+        while self.tracker.inflight and time.monotonic() < deadline:
+            self.collect(timeout_s=0.05)
+            self.producer.poll(0)
+            self.heartbeat()
+        self.commit(sync=True, only=gone & self.assigned)
+        self._leave(gone)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        log.warning("worker %d lost %s", self.slot, sorted(gone))
+        self._leave(gone)
+
+    def _leave(self, gone: set[tuple[str, int]]) -> None:
+        self.assigned -= gone
+        self.tracker.forget(gone)
+        self.held = deque(m for m in self.held if (m.topic(), m.partition()) not in gone)
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer: %s", error)
+
+
+def run_worker(settings: Settings, slot: int, pool: BlockPool, counters: CounterSlot,
+               instance_id: str | None) -> int:
+    """Entry point in the child after fork."""
+    try:
+        return Worker(settings, slot, pool, counters, instance_id).run()
+    except KafkaException as exc:
+        log.error("worker %d: fatal Kafka error: %s", slot, exc)
+        return 1
