@@ -1,0 +1,88 @@
+"""The WSGI application: ``create_app`` wires resources from injected dependencies; ``get_app`` builds the
+real ones from the environment (what gunicorn runs, once per worker, after the fork)."""
+
+from __future__ import annotations
+
+import falcon
+import falcon.media
+import msgspec
+
+from api import errors, openapi
+from api.cache import ResponseCache
+from api.metrics import ApiMetrics
+from api.middleware import Cors, RawPath, Telemetry
+from api.red import MissingRed, RedSource
+from api.resources.base import Deps, Resource
+from api.resources.error_groups import ErrorGroupsResource
+from api.resources.explore import LogsResource, SpansResource
+from api.resources.red_routes import EndpointsResource, MetricsResource, ServicesResource
+from api.resources.system import HealthResource, OpenApiResource, PrometheusResource
+from api.resources.traces import EndpointTracesResource, ServiceTracesResource, TraceResource
+from api.search import Search
+from common.settings import Settings
+
+ROUTES: tuple[tuple[str, type[Resource]], ...] = (
+    ("/query/services", ServicesResource),
+    ("/query/services/{service}/metrics", MetricsResource),
+    ("/query/services/{service}/endpoints", EndpointsResource),
+    ("/query/services/{service}/endpoints/{endpoint}/traces", EndpointTracesResource),
+    ("/query/services/{service}/traces", ServiceTracesResource),
+    ("/query/services/{service}/errors", ErrorGroupsResource),
+    ("/query/traces/{trace_id}", TraceResource),
+    ("/query/logs", LogsResource),
+    ("/query/spans", SpansResource),
+)
+CACHE_TTL_S = 5.0
+CACHE_ENTRIES = 512
+
+
+def _json_handler() -> falcon.media.JSONHandler:
+    """msgspec encodes Structs (and dicts) directly: ``resp.media = struct`` needs no conversion."""
+    encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder()
+    return falcon.media.JSONHandler(dumps=encoder.encode, loads=decoder.decode)
+
+
+def create_app(settings: Settings, search: Search, red: RedSource | None = None,
+               cache: ResponseCache | None = None, metrics: ApiMetrics | None = None) -> falcon.App:
+    deps = Deps(search=search, red=red or MissingRed(),
+                cache=cache or ResponseCache(ttl_s=CACHE_TTL_S, max_entries=CACHE_ENTRIES))
+    metrics = metrics or ApiMetrics()
+    app = falcon.App(
+        middleware=[Telemetry(metrics), Cors(settings.origins(settings.cors_allowed_origins)), RawPath()],
+        cors_enable=False,
+    )
+    handler = _json_handler()
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.req_options.keep_blank_qs_values = True
+    errors.register(app)
+    routes = [(template, resource_class(deps)) for template, resource_class in ROUTES]
+    for template, resource in routes:
+        app.add_route(template, resource)
+    app.add_route("/health", HealthResource(search))
+    app.add_route("/metrics", PrometheusResource(metrics))
+    app.add_route("/openapi.json", OpenApiResource(openapi.build(routes)))
+    return app
+
+
+def build_search(settings: Settings) -> Search:
+    from common.clients import opensearch_client
+    from common.indices import IndexNames
+
+    client = opensearch_client(settings)
+    return Search(client, IndexNames(settings.opensearch_index_prefix), settings.opensearch_timeout_s)
+
+
+def build_red(settings: Settings, search: Search) -> RedSource:
+    """The rollup reader when this build has it; otherwise RED routes answer 503 (see ``api.red``)."""
+    from api.red import rollup_source
+
+    return rollup_source(settings, search) or MissingRed()
+
+
+def get_app(settings: Settings | None = None) -> falcon.App:
+    from common.settings import load_settings
+
+    settings = settings or load_settings()
+    search = build_search(settings)
+    return create_app(settings, search, build_red(settings, search))

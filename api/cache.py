@@ -1,0 +1,59 @@
+"""A small in-process cache for sliding-window answers (``to`` = now, quantized to 10 s).
+
+Entries live ``ttl_s`` seconds and the cache holds at most ``max_entries`` (least recently used goes first).
+Thread-safe: gunicorn threads of one worker share it. The clock is injected so tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+
+class ResponseCache:
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 512,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] <= now:
+                if entry is not None:
+                    del self._entries[key]
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        expires = self._clock() + self._ttl_s
+        with self._lock:
+            self._entries[key] = (expires, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def through(self, key: Hashable | None, compute: Callable[[], Any]) -> Any:
+        """The cached answer for ``key``, computing and keeping it on a miss; ``None`` key: no caching."""
+        if key is None or self._ttl_s <= 0:
+            return compute()
+        value = self.get(key)
+        if value is None:
+            value = compute()
+            self.put(key, value)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,78 @@
+"""Search routes: logs (full-text on the message) and spans, filtered, sorted and paged with exact totals."""
+
+from __future__ import annotations
+
+import falcon
+
+from api import params as p
+from api import queries as q
+from api.items import LogsPage, SpansPage, log_item, span_item
+from api.params import TimeRange
+from api.resources.base import Resource
+from api.resources.red_routes import ENVIRONMENT
+from api.resources.traces import check_window
+from common.indices import LOGS, TRACES
+from common.schema import KINDS, LEVELS, STATUSES
+
+SERVICE_NAME = p.Text("service_name", "Exact service name.", max_length=256)
+TRACE_ID = p.Text("trace_id", "Exact trace id.", max_length=256)
+PAGE = p.Int("page", "Page number, from 1.", default=1, minimum=1, maximum=10_000)
+
+
+class LogsResource(Resource):
+    SUMMARY = "Log search: filters, full-text message search (every word must match), time order, paging."
+    RESPONSE = LogsPage
+    TIMES = p.Times(window_ms=15 * 60_000)
+    LEVEL = p.Choice("level", "Log level (case-insensitive; WARNING = WARN, CRITICAL = FATAL).", choices=LEVELS,
+                     aliases=(("WARNING", "WARN"), ("CRITICAL", "FATAL")))
+    SPAN_ID = p.Text("span_id", "Exact span id.", max_length=256)
+    MESSAGE = p.Text("message", "Full-text search in the message: all words must match.")
+    SIZE = p.Int("size", "Logs per page.", default=50, minimum=1, maximum=10_000)
+    SORT = p.Choice("sort", "Time order.", choices=tuple(q.LOG_SORTS), default="desc")
+    PARAMS = (SERVICE_NAME, ENVIRONMENT, LEVEL, TRACE_ID, SPAN_ID, MESSAGE, TIMES, PAGE, SIZE, SORT)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        window = self.TIMES.parse(req, self.deps.now_ms())
+        query = q.filtered(window, q.full_text("message", self.MESSAGE.parse(req)),
+                           service_name=SERVICE_NAME.parse(req), environment=ENVIRONMENT.parse(req),
+                           level=self.LEVEL.parse(req), trace_id=TRACE_ID.parse(req), span_id=self.SPAN_ID.parse(req))
+        page, size, sort = PAGE.parse(req), self.SIZE.parse(req), self.SORT.parse(req) or "desc"
+        check_window(page, size)
+        body = q.page_body(query, q.LOG_SORTS[sort], page, size)
+        resp.media = self.cached(req, window, lambda: self.answer(window, body, page, size))
+
+    def answer(self, window: TimeRange, body: q.Query, page: int, size: int) -> LogsPage:
+        answer = self.deps.search.search(LOGS, window, body)
+        return LogsPage(total=q.total(answer), page=page, size=size, items=[log_item(h) for h in q.hits(answer)])
+
+
+class SpansResource(Resource):
+    SUMMARY = "Span search: filters, duration bounds, sort and paging."
+    RESPONSE = SpansPage
+    TIMES = p.Times(window_ms=15 * 60_000)
+    NAME = p.Text("name", "Exact span name.", max_length=512)
+    KIND = p.Choice("kind", "Span kind (case-insensitive).", choices=KINDS)
+    STATUS = p.Choice("status", "Span status (case-insensitive).", choices=STATUSES)
+    MIN_DURATION = p.Float("min_duration_ms", "Only spans at least this long (ms).")
+    MAX_DURATION = p.Float("max_duration_ms", "Only spans at most this long (ms).")
+    PARENT = p.Text("parent_span_id", "Exact parent span id.", max_length=256)
+    SIZE = p.Int("size", "Spans per page.", default=50, minimum=1, maximum=1000)
+    SORT = p.Choice("sort", "Order of the spans.", choices=tuple(q.SPAN_SORTS), default="start_time_desc")
+    PARAMS = (SERVICE_NAME, ENVIRONMENT, NAME, KIND, STATUS, MIN_DURATION, MAX_DURATION, TRACE_ID, PARENT, TIMES,
+              PAGE, SIZE, SORT)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        window = self.TIMES.parse(req, self.deps.now_ms())
+        durations = q.duration_range(self.MIN_DURATION.parse(req), self.MAX_DURATION.parse(req))
+        query = q.filtered(window, durations, service_name=SERVICE_NAME.parse(req),
+                           environment=ENVIRONMENT.parse(req), name=self.NAME.parse(req), kind=self.KIND.parse(req),
+                           status=self.STATUS.parse(req), trace_id=TRACE_ID.parse(req),
+                           parent_span_id=self.PARENT.parse(req))
+        page, size, sort = PAGE.parse(req), self.SIZE.parse(req), self.SORT.parse(req) or "start_time_desc"
+        check_window(page, size)
+        body = q.page_body(query, q.SPAN_SORTS[sort], page, size)
+        resp.media = self.cached(req, window, lambda: self.answer(window, body, page, size))
+
+    def answer(self, window: TimeRange, body: q.Query, page: int, size: int) -> SpansPage:
+        answer = self.deps.search.search(TRACES, window, body)
+        return SpansPage(total=q.total(answer), page=page, size=size, items=[span_item(h) for h in q.hits(answer)])
