@@ -132,7 +132,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rsplit("$.", 1)[-1].split(".", 1)[0].split("[", 1)[0] if "$." in message else ""
+        field = message.rsplit("$.", 1)[-1].strip("`").split(".", 1)[0].split("[", 1)[0] if "$." in message else ""
         variable = field.upper() if field in _FIELDS else "environment"
         detail = message.split(" - at ", 1)[0]
         got = raw.get(field)
