@@ -64,6 +64,7 @@ ROLLUP_MAPPING: dict[str, Any] = {
         "endpoint": _KEYWORD,
         "scope": _KEYWORD,
         "partition": _KEYWORD,
+        "rollup_id": _KEYWORD,  # the document id again: a unique tie-breaker for search_after paging
         "request_count": {"type": "long"},
         "error_count": {"type": "long"},
         "duration_sum": {"type": "double"},
