@@ -38,5 +38,5 @@ def setup_logging(settings: Settings, component: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("opensearch", "urllib3", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("opensearch", "urllib3", "kafka"):  # our own lines say what failed, once
+        logging.getLogger(noisy).setLevel(logging.ERROR)
