@@ -11,7 +11,7 @@ from api import errors, openapi
 from api.cache import ResponseCache
 from api.metrics import ApiMetrics
 from api.middleware import Cors, RawPath, Telemetry
-from api.red import MissingRed, RedSource
+from api.red import RedSource, rollup_source
 from api.resources.base import Deps, Resource
 from api.resources.error_groups import ErrorGroupsResource
 from api.resources.explore import LogsResource, SpansResource
@@ -44,7 +44,8 @@ def _json_handler() -> falcon.media.JSONHandler:
 
 def create_app(settings: Settings, search: Search, red: RedSource | None = None,
                cache: ResponseCache | None = None, metrics: ApiMetrics | None = None) -> falcon.App:
-    deps = Deps(search=search, red=red or MissingRed(),
+    red = red or rollup_source(search, settings.opensearch_timeout_s)
+    deps = Deps(search=search, red=red,
                 cache=cache or ResponseCache(ttl_s=CACHE_TTL_S, max_entries=CACHE_ENTRIES))
     metrics = metrics or ApiMetrics()
     app = falcon.App(
@@ -73,16 +74,8 @@ def build_search(settings: Settings) -> Search:
     return Search(client, IndexNames(settings.opensearch_index_prefix), settings.opensearch_timeout_s)
 
 
-def build_red(settings: Settings, search: Search) -> RedSource:
-    """The rollup reader when this build has it; otherwise RED routes answer 503 (see ``api.red``)."""
-    from api.red import rollup_source
-
-    return rollup_source(settings, search) or MissingRed()
-
-
 def get_app(settings: Settings | None = None) -> falcon.App:
     from common.settings import load_settings
 
     settings = settings or load_settings()
-    search = build_search(settings)
-    return create_app(settings, search, build_red(settings, search))
+    return create_app(settings, build_search(settings))

@@ -50,13 +50,6 @@ class SearchUnavailable(ApiError):
     code = "search_unavailable"
 
 
-class RedUnavailable(ApiError):
-    """RED numbers need the rollup reader; it is not installed in this build."""
-
-    status = falcon.HTTP_503
-    code = "rollups_unavailable"
-
-
 _HTTP_CODES = {
     404: ("not_found", "No route matches this path."),
     405: ("method_not_allowed", "This route answers GET, HEAD and OPTIONS only."),

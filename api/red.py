@@ -2,8 +2,8 @@
 
 The routes that need latency percentiles (``/query/services``, ``.../endpoints``, ``.../metrics``) ask a
 ``RedSource``; the real one reads the pre-aggregated rollups (``common.rollup_reader``), whose mergeable
-histograms give p50/p90/p95/p99 without the ``percentiles`` aggregation. Without a reader the routes answer
-503 ``rollups_unavailable`` rather than invent numbers.
+histograms give p50/p90/p95/p99 without the ``percentiles`` aggregation (short series with sub-minute
+buckets come from raw spans on the same histogram grid: the reader decides). Tests may inject another source.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import Protocol
 
 import msgspec
 
-from api.errors import RedUnavailable
 from api.params import TimeRange
+from api.search import Search
+from common.rollup_reader import RedTotals as ReaderTotals
+from common.rollup_reader import RollupQuery, RollupReader
 
 
 class RedTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +47,13 @@ class Bucket(msgspec.Struct, frozen=True, kw_only=True):
     totals: RedTotals
 
 
+class RedSeries(msgspec.Struct, frozen=True, kw_only=True):
+    """Buckets of ``interval_ms`` (the source may widen the asked interval: minute or hour tiers)."""
+
+    interval_ms: int
+    buckets: list[Bucket]
+
+
 class RedSource(Protocol):
     def services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
         """One row per service x environment with SERVER spans in the range."""
@@ -54,27 +63,9 @@ class RedSource(Protocol):
         """One row per endpoint (SERVER span name) of the service, across environments unless one is given."""
         ...
 
-    def series(self, service: str, window: TimeRange, environment: str | None,
-               interval_ms: int) -> list[Bucket]:
-        """One bucket per interval across the whole range (empty buckets included), oldest first."""
+    def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
+        """Buckets across the range (missing ones count as empty), at the interval actually used."""
         ...
-
-
-class MissingRed:
-    """Stands in while no rollup reader is installed: every question is answered 503."""
-
-    def _refuse(self) -> RedUnavailable:
-        return RedUnavailable("RED metrics need the rollup reader, which this build does not have.")
-
-    def services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
-        raise self._refuse()
-
-    def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
-        raise self._refuse()
-
-    def series(self, service: str, window: TimeRange, environment: str | None,
-               interval_ms: int) -> list[Bucket]:
-        raise self._refuse()
 
 
 def bucket_starts(window: TimeRange, interval_ms: int) -> list[int]:
@@ -83,10 +74,39 @@ def bucket_starts(window: TimeRange, interval_ms: int) -> list[int]:
     return list(range(first, window.to_ms, interval_ms))
 
 
-def rollup_source(settings: object, search: object) -> RedSource | None:
-    """The rollup-backed source, or None while ``common.rollup_reader`` is not part of this build."""
-    try:
-        import common.rollup_reader  # noqa: F401
-    except ImportError:
-        return None
-    return None
+def _totals(totals: ReaderTotals) -> RedTotals:
+    return RedTotals(request_count=totals.request_count, error_count=totals.error_count, p50_ms=totals.p50_ms,
+                     p90_ms=totals.p90_ms, p95_ms=totals.p95_ms, p99_ms=totals.p99_ms)
+
+
+class RollupRed:
+    """``RedSource`` over ``common.rollup_reader.RollupReader``; its failures pass through ``Search.call``
+    (unreachable, timed out or past the read deadline: 503)."""
+
+    def __init__(self, reader: RollupReader, search: Search) -> None:
+        self._reader = reader
+        self._search = search
+
+    def services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
+        query = RollupQuery(scope="service", environment=environment)
+        grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
+        return [ServiceTotals(service_name=g.service_name, environment=g.environment or "",
+                              totals=_totals(g.totals)) for g in grouped.groups]
+
+    def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
+        query = RollupQuery(scope="endpoint", service=service, environment=environment)
+        grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
+        return [EndpointTotals(endpoint=g.endpoint or "", totals=_totals(g.totals)) for g in grouped.groups]
+
+    def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
+        query = RollupQuery(scope="service", service=service, environment=environment)
+        series = self._search.call(self._reader.series, query, window.from_ms, window.to_ms, interval_ms)
+        return RedSeries(interval_ms=series.interval_ms,
+                         buckets=[Bucket(start_ms=p.start_ms, totals=_totals(p.totals)) for p in series.points])
+
+
+def rollup_source(search: Search, timeout_s: float) -> RollupRed:
+    """The rollup-backed source: one reader per process (after the fork), bounded by the API's timeout."""
+    reader = RollupReader(search.client, search.names, timeout_s=timeout_s,
+                          request_timeout_s=min(timeout_s, 5.0))
+    return RollupRed(reader, search)

@@ -34,6 +34,14 @@ class Search:
     def timeout_s(self) -> float:
         return self._timeout_s
 
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def names(self) -> IndexNames:
+        return self._names
+
     def indices(self, kind: str, window: TimeRange | None) -> str:
         """The daily indices that can hold the range (missing ones are ignored), or the kind's pattern."""
         if window is None:
@@ -42,13 +50,13 @@ class Search:
         return ",".join(days) if len(days) <= MAX_INDICES_PER_REQUEST else self._names.pattern(kind)
 
     def search(self, kind: str, window: TimeRange | None, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call(
+        return self.call(
             self._client.search, index=self.indices(kind, window), body=body, ignore_unavailable=True,
             allow_no_indices=True, request_timeout=self._timeout_s,
         )
 
     def count(self, kind: str, window: TimeRange | None, query: dict[str, Any]) -> int:
-        answer = self._call(
+        answer = self.call(
             self._client.count, index=self.indices(kind, window), body={"query": query},
             ignore_unavailable=True, allow_no_indices=True, request_timeout=self._timeout_s,
         )
@@ -56,18 +64,19 @@ class Search:
 
     def ping(self) -> dict[str, Any]:
         """The cluster's name and version; raises SearchUnavailable when it does not answer."""
-        info = self._call(self._client.info, request_timeout=min(self._timeout_s, 5.0))
+        info = self.call(self._client.info, request_timeout=min(self._timeout_s, 5.0))
         version = info.get("version", {}) if isinstance(info, dict) else {}
         return {"cluster_name": info.get("cluster_name"), "version": version.get("number")}
 
-    def _call(self, method: Any, **kwargs: Any) -> Any:
+    def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one search-side call (ours or a reader's), translating its failures for the client."""
         from opensearchpy.exceptions import ConnectionError as SearchConnectionError
         from opensearchpy.exceptions import TransportError
 
         try:
-            return method(**kwargs)
-        except SearchConnectionError as exc:  # includes ConnectionTimeout
-            log.warning("search cluster unreachable: %s", type(exc).__name__)
+            return method(*args, **kwargs)
+        except (SearchConnectionError, TimeoutError) as exc:  # ConnectionTimeout, a reader's deadline
+            log.warning("search cluster unreachable or slow: %s", type(exc).__name__)
             raise SearchUnavailable("The search cluster is unreachable or did not answer in time.") from None
         except TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 0

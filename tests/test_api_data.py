@@ -19,7 +19,7 @@ import msgspec
 from api.app import create_app
 from api.cache import ResponseCache
 from api.params import TimeRange
-from api.red import Bucket, EndpointTotals, RedTotals, ServiceTotals, bucket_starts
+from api.red import Bucket, EndpointTotals, RedSeries, RedTotals, ServiceTotals, bucket_starts
 from api.search import Search
 from common.indices import LOGS, TRACES, IndexCreator, IndexNames
 from common.normalize import Refiner, format_timestamp, parse_timestamp
@@ -175,13 +175,40 @@ class ListRed:
             groups.setdefault(span["name"], []).append(span)
         return [EndpointTotals(endpoint=k, totals=_totals(v)) for k, v in groups.items()]
 
-    def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> list[Bucket]:
+    def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
         selected = self._select(window, environment, service)
-        return [Bucket(start_ms=start, totals=_totals([s for s in selected if start <= ms(s) < start + interval_ms]))
-                for start in bucket_starts(window, interval_ms)]
+        return RedSeries(interval_ms=interval_ms, buckets=[
+            Bucket(start_ms=start, totals=_totals([s for s in selected if start <= ms(s) < start + interval_ms]))
+            for start in bucket_starts(window, interval_ms)])
 
 
 def client_for(settings: Settings, search: Search, red: Any = None,
                cache_ttl_s: float = 0.0) -> falcon.testing.TestClient:
     app = create_app(settings, search, red, cache=ResponseCache(ttl_s=cache_ttl_s))
     return falcon.testing.TestClient(app)
+
+
+def index_rollups(client: Any, names: IndexNames, data: Dataset) -> int:
+    """1-minute rollup documents of the dataset's SERVER spans, as the engine would write them."""
+    from opensearchpy import helpers
+
+    from common.indices import METRICS_1M
+    from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, RollupCell, RollupKey, window_start
+
+    cells: dict[RollupKey, RollupCell] = {}
+    for span in data.spans:
+        if span["kind"] != "SERVER":
+            continue
+        start = window_start(ms(span), TIER_1M)
+        for scope, endpoint in ((SCOPE_SERVICE, ""), (SCOPE_ENDPOINT, span["name"])):
+            key = RollupKey(TIER_1M, start, span["service_name"], span["environment"], scope, endpoint, "test:0")
+            cells.setdefault(key, RollupCell()).add(span["duration_ms"], span["status"] == "ERROR")
+    creator = IndexCreator(client, names)
+    actions = []
+    for key, cell in cells.items():
+        index = key.index_name(names)
+        creator.ensure(METRICS_1M, index)
+        actions.append({"_op_type": "index", "_index": index, "_id": key.doc_id(),
+                        "_source": msgspec.to_builtins(cell.to_doc(key, data.now_ms))})
+    helpers.bulk(client, actions, refresh=True)
+    return len(actions)

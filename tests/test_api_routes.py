@@ -18,6 +18,7 @@ from test_api_data import (
     ListRed,
     client_for,
     index_dataset,
+    index_rollups,
     ms,
     nearest_rank_value,
     roots,
@@ -27,6 +28,7 @@ from api.app import build_search
 from api.resources.error_groups import fingerprint
 from common.clients import opensearch_client
 from common.indices import IndexNames
+from common.normalize import format_timestamp
 from common.settings import Settings, load_settings
 from common.stack import LocalStack
 
@@ -314,3 +316,57 @@ def test_environment_alias_on_every_route(client: Any, data: Dataset, path: str,
 def test_trace_route_environment_alias(client: Any, data: Dataset) -> None:
     trace = next(r for r in roots(data) if r["environment"] == "production")
     assert get(client, f"/query/traces/{trace['trace_id']}", environment="prod")["spans"]
+
+
+# ---------------------------------------------------------------- RED routes through the real rollup reader
+
+@pytest.fixture(scope="module")
+def rollup_client(api_settings: Settings, data: Dataset) -> falcon.testing.TestClient:
+    index_rollups(opensearch_client(api_settings), IndexNames(api_settings.opensearch_index_prefix), data)
+    return client_for(api_settings, build_search(api_settings))  # the default RED source: the rollup reader
+
+
+def test_services_from_rollups(rollup_client: Any, data: Dataset) -> None:
+    server = [s for s in data.spans if s["kind"] == "SERVER"]
+    counts = Counter((s["service_name"], s["environment"]) for s in server)
+    errors = Counter((s["service_name"], s["environment"]) for s in server if s["status"] == "ERROR")
+    answer = get(rollup_client, "/query/services", **window(data))
+    rows = {(r["service_name"], r["environment"]): r for r in answer["services"]}
+    assert {k: r["request_count"] for k, r in rows.items()} == dict(counts)
+    assert {k: r["error_rate"] for k, r in rows.items()} == {k: round(errors[k] / n, 4) for k, n in counts.items()}
+    for key, row in rows.items():
+        exact = nearest_rank_value([s["duration_ms"] for s in server if (s["service_name"], s["environment"]) == key],
+                                   95)
+        assert row["latency_p95_ms"] == pytest.approx(exact, rel=0.02)
+    staged = get(rollup_client, "/query/services", environment="stage", **window(data))
+    assert [(r["service_name"], r["environment"]) for r in staged["services"]] == [("orders", "staging")]
+
+
+def test_endpoints_from_rollups(rollup_client: Any, data: Dataset) -> None:
+    server = [s for s in data.spans if s["kind"] == "SERVER" and s["service_name"] == "auth service"]
+    counts = Counter(s["name"] for s in server)
+    answer = get(rollup_client, f"/query/services/{quote('auth service')}/endpoints", environment="dev",
+                 limit=1000, **window(data))
+    assert {e["endpoint_name"]: e["request_count"] for e in answer["endpoints"]} == dict(counts)
+    assert [e["request_count"] for e in answer["endpoints"]] == sorted(counts.values(), reverse=True)
+    assert get(rollup_client, "/query/services/nobody/endpoints", **window(data))["endpoints"] == []
+
+
+@pytest.mark.parametrize("minutes", [15, 45])
+def test_metrics_from_rollups_and_raw_spans(rollup_client: Any, data: Dataset, minutes: int) -> None:
+    """15 min: 10 s buckets, read from raw spans; 45 min: 1 min buckets, from the 1-minute rollups (a window
+    counts when its start lies in the range)."""
+    end = data.now_ms - 20_000
+    start = end - minutes * 60_000
+    answer = get(rollup_client, "/query/services/checkout/metrics", environment="prod",
+                 **{"from": format_timestamp(start), "to": format_timestamp(end)})
+    assert len(answer) == 5
+    counts = answer[0]["points"]
+    step = 10_000 if minutes == 15 else 60_000
+    first = start - start % step
+    assert [p["timestamp"] for p in counts] == [format_timestamp(t) for t in range(first, end, step)]
+    placed = (lambda t: t) if step < 60_000 else (lambda t: t - t % 60_000)
+    in_range = [s for s in data.spans if s["kind"] == "SERVER" and s["service_name"] == "checkout"
+                and start <= placed(ms(s)) < end]
+    assert sum(p["value"] for p in counts) == len(in_range)
+    assert all(p["value"] >= 0 for series in answer for p in series["points"])

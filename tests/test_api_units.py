@@ -110,7 +110,8 @@ class FakeClient:
         self.calls += 1
         if self.error is not None:
             raise self.error
-        return {"hits": {"total": {"value": 0}, "hits": []}, "count": 0, "version": {"number": "x"}}
+        return {"hits": {"total": {"value": 0}, "hits": []}, "count": 0, "version": {"number": "x"},
+                "aggregations": {"min": {"value": None}, "max": {"value": None}}}
 
     search = count = info = _answer
 
@@ -143,9 +144,13 @@ def test_dsl_error_and_bugs_never_leak() -> None:
         assert set(result.json) == {"error", "message", "field"}
 
 
-def test_red_routes_answer_503_without_a_reader() -> None:
-    result = app_with(FakeClient()).simulate_get("/query/services")
-    assert result.status_code == 503 and result.json["error"] == "rollups_unavailable"
+def test_red_routes_on_an_empty_cluster() -> None:
+    app = app_with(FakeClient())
+    assert app.simulate_get("/query/services").json["services"] == []
+    assert app.simulate_get("/query/services/x/endpoints").json["endpoints"] == []
+    series = app.simulate_get("/query/services/x/metrics", query_string="metric=error_rate").json
+    assert len(series) == 1 and len(series[0]["points"]) in (90, 91)
+    assert {p["value"] for p in series[0]["points"]} == {0}
 
 
 def test_sliding_questions_are_cached_explicit_ones_are_not() -> None:

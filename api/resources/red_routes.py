@@ -87,9 +87,9 @@ class MetricsResource(Resource):
 
     def answer(self, service: str, window: TimeRange, env: str | None, interval_ms: int,
                metrics: tuple[str, ...]) -> list[Series]:
-        found = {b.start_ms: b.totals for b in self.deps.red.series(service, window, env, interval_ms)}
-        empty = RedTotals()
-        buckets = [(start, found.get(start, empty)) for start in bucket_starts(window, interval_ms)]
+        series = self.deps.red.series(service, window, env, interval_ms)
+        found, empty = {b.start_ms: b.totals for b in series.buckets}, RedTotals()
+        buckets = [(start, found.get(start, empty)) for start in bucket_starts(window, series.interval_ms)]
         return [
             Series(metric_name=metric, service_name=service, environment=env or "all",
                    points=[Point(timestamp=format_timestamp(start), value=metric_value(totals, metric))
