@@ -173,7 +173,7 @@ class SearchSession:
         remaining = self.deadline - self.clock()
         if remaining <= 0:
             raise ReadTimeout(f"rollup read ran past its deadline after {self.stats.requests} requests")
-        params: dict[str, Any] = {"ignore_unavailable": True, "allow_no_indices": True}
+        params: dict[str, Any] = {"ignore_unavailable": "true", "allow_no_indices": "true"}
         if filter_path:
             params["filter_path"] = filter_path
         answer = self.client.search(index=",".join(indices), body=body, params=params,
