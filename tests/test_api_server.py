@@ -1,0 +1,147 @@
+"""The API as deployed: ``panopticon api`` (gunicorn, real HTTP) on its own local stack.
+
+Proves what only a real server shows: ``%2F`` in an endpoint name survives (RAW_URI), Prometheus
+multiprocess metrics merge across workers, and a stopped search server gives 503 JSON within the timeout,
+then 200 again once it is back, without restarting the API. Its own stack, since it stops the search server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from test_api_data import Dataset, index_dataset
+
+from common.clients import opensearch_client
+from common.indices import IndexNames
+from common.settings import load_settings
+from common.stack import LocalStack, free_port
+
+pytestmark = pytest.mark.integration
+ENDPOINT = "GET /api/orders/{id}"
+
+
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None,
+          timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    local = LocalStack(str(tmp_path_factory.mktemp("apistack")), free_port(), free_port()).start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def server(own_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Dataset, Path]]:
+    env = {**own_stack.env(), "OPENSEARCH_INDEX_PREFIX": "apiserver-", "OPENSEARCH_TIMEOUT_S": "3"}
+    data = index_dataset(opensearch_client(load_settings(env)), IndexNames("apiserver-"), seed=3,
+                         now_ms=int(time.time() * 1000))
+    metrics_dir = tmp_path_factory.mktemp("prom")
+    (metrics_dir / "counter_stale.db").write_bytes(b"left by a previous run")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "--threads", "2"],
+        env={**os.environ, **env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        stdout=subprocess.DEVNULL, stderr=open(metrics_dir.parent / "api.log", "wb"),  # noqa: SIM115
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if fetch(f"{base}/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, (metrics_dir.parent / "api.log").read_text()
+            assert time.monotonic() < deadline, "the API did not come up"
+            time.sleep(0.2)
+        yield base, data, metrics_dir
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def as_json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+def test_encoded_slash_in_endpoint_over_real_http(server: tuple[str, Dataset, Path]) -> None:
+    base, data, _ = server
+    start, end = data.window
+    expected = sorted((s for s in data.spans if s["kind"] == "SERVER" and s["service_name"] == "checkout"
+                       and s["name"] == ENDPOINT and s["status"] == "ERROR"), key=lambda s: s["@timestamp"],
+                      reverse=True)
+    url = (f"{base}/query/services/checkout/endpoints/{quote(ENDPOINT, safe='')}/traces"
+           f"?status=error&limit=200&from={quote(start)}&to={quote(end)}")
+    assert "%2F" in url
+    status, headers, body = fetch(url, headers={"Origin": "http://localhost:3000"})
+    assert status == 200, body
+    assert {t["spanId"] for t in as_json(body)} == {s["span_id"] for s in expected}
+    assert headers["access-control-allow-origin"] == "*"
+    status, _, body = fetch(f"{base}/query/services/{quote('auth service')}/traces?environment=DEV")
+    assert status == 200 and all(t["service_name"] == "auth service" for t in as_json(body)["traces"])
+
+
+def test_preflight_and_errors_over_real_http(server: tuple[str, Dataset, Path]) -> None:
+    base, _, _ = server
+    status, headers, _ = fetch(f"{base}/query/logs", method="OPTIONS", headers={
+        "Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"})
+    assert status == 204 and headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS"
+    status, _, body = fetch(f"{base}/query/logs?size=100000")
+    assert status == 400 and as_json(body)["field"] == "size"
+
+
+def test_prometheus_multiprocess_metrics(server: tuple[str, Dataset, Path]) -> None:
+    base, _, metrics_dir = server
+    for _ in range(6):
+        fetch(f"{base}/query/spans?size=1")
+    assert not (metrics_dir / "counter_stale.db").exists()  # the launcher wiped the directory
+    status, _, body = fetch(f"{base}/metrics")
+    text = body.decode()
+    assert status == 200
+    line = next(x for x in text.splitlines()
+                if x.startswith('panopticon_api_requests_total{method="GET",route="/query/spans",status="200"}'))
+    assert float(line.rsplit(" ", 1)[1]) >= 6
+
+
+def test_search_outage_is_503_then_recovers(server: tuple[str, Dataset, Path], own_stack: LocalStack) -> None:
+    base, _, _ = server
+    own_stack.stop_search()
+    try:
+        started = time.monotonic()
+        status, _, body = fetch(f"{base}/query/spans?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z")
+        assert status == 503 and as_json(body)["error"] == "search_unavailable"
+        assert time.monotonic() - started < 10
+        assert fetch(f"{base}/health")[0] == 503
+    finally:
+        own_stack.start_search()
+    deadline = time.monotonic() + 20
+    while fetch(f"{base}/query/spans?size=1")[0] != 200:
+        assert time.monotonic() < deadline, "the API did not recover after the search server came back"
+        time.sleep(0.5)
+    assert fetch(f"{base}/health")[0] == 200
