@@ -16,8 +16,9 @@ Percentiles are nearest-rank: the p-th percentile of n samples is the sample of 
 <= v. The histogram finds the bucket that holds that sample exactly (counts are exact) and answers the
 bucket's harmonic midpoint ``2*lo*hi / (lo + hi)``, whose relative distance to any value in ``[lo, hi]`` is
 at most ``(hi - lo) / (hi + lo)`` <= 1/129 (0.78 %) on this grid. When the caller knows the true min and max
-of the samples, the estimate is clamped into ``[min, max]``, which can only bring it closer. Under- and
-overflow answer their limit (0.01 ms, 1 h) before clamping. The percentile of an empty histogram is 0.0.
+of the samples, the estimate is clamped into ``[min, max]``, which can only bring it closer, and ranks 1
+and n answer min and max exactly. Under- and overflow answer their limit (0.01 ms, 1 h) before clamping.
+The percentile of an empty histogram is 0.0.
 """
 
 from __future__ import annotations
@@ -201,7 +202,12 @@ def percentiles(hist: Histogram, ps: Sequence[float], min_value: float | None = 
     for index in sorted(hist.counts):
         seen += hist.counts[index]
         while pending < len(ranks) and ranks[pending][0] <= seen:
-            answers[ranks[pending][1]] = _clamp(bucket_estimate(index), min_value, max_value)
+            rank, k = ranks[pending]
+            answers[k] = _clamp(bucket_estimate(index), min_value, max_value)
+            if rank == 1 and min_value is not None:
+                answers[k] = min_value  # the smallest sample is known exactly
+            elif rank == total and max_value is not None:
+                answers[k] = max_value
             pending += 1
         if pending == len(ranks):
             break
