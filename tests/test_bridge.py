@@ -1,0 +1,471 @@
+"""The live error feed (bridge/): unit tests of its parts, then integration tests with real clients.
+
+Integration tests start `python -m common.cli bridge` as a subprocess on a free 127.0.0.1 port against the
+session's local stack, produce to a fresh error topic and read with websocket-client and the official
+python-socketio client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+import websocket
+from confluent_kafka import Producer
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.clients import ClientQueue, Subscription
+from bridge.codec import Delivery, Malformed, RecordDecoder, text_frame
+from bridge.plain import Keepalive
+from common.clients import producer_config
+from common.settings import Settings
+from common.stack import free_port
+from common.topics import create_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = "https://ui.example"
+
+
+# ---------------------------------------------------------------- unit: codec, queue, filters, keepalive
+
+def _delivery(service: str = "svc", environment: str = "production") -> Delivery:
+    return Delivery(service=service, environment=environment, frame=b"", payload={})
+
+
+@given(st.binary())
+def test_decoder_never_raises_on_arbitrary_bytes(value: bytes) -> None:
+    assert isinstance(RecordDecoder().decode(value), (Delivery, Malformed))
+
+
+def test_decoder_builds_the_event_and_its_frame() -> None:
+    doc = {"@timestamp": "2024-05-01T10:00:00.000Z", "ingested_at": "2024-05-01T10:00:01.000Z",
+           "service_name": "checkout", "environment": "PROD", "level": "ERROR", "message": "boom",
+           "http_status_code": 502, "type": "log"}
+    delivery = RecordDecoder().decode(json.dumps(doc).encode())
+    assert isinstance(delivery, Delivery)
+    expected = {"timestamp": "2024-05-01T10:00:00.000Z", "service_name": "checkout", "environment": "PROD",
+                "level": "ERROR", "message": "boom", "http_status_code": 502}
+    assert delivery.payload == expected
+    assert delivery.environment == "production"
+    header = 2 if delivery.frame[1] < 126 else 4
+    assert delivery.frame[0] == 0x81 and json.loads(delivery.frame[header:]) == expected
+
+
+@pytest.mark.parametrize("size, header", [(5, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)],
+                         ids=["tiny", "max7bit", "min16bit", "max16bit", "64bit"])
+def test_text_frame_lengths(size: int, header: int) -> None:
+    frame = text_frame(b"x" * size)
+    assert len(frame) == size + header and frame[0] == 0x81 and frame[1] & 0x80 == 0
+
+
+def test_queue_drops_oldest_and_remembers_since_when_it_is_full() -> None:
+    queue = ClientQueue(3)
+    items = [_delivery(service=str(i)) for i in range(5)]
+    assert queue.offer(items[:2], now=1.0) == 0 and queue.full_since() is None
+    assert queue.offer(items[2:], now=2.0) == 2
+    assert queue.full_since() == 2.0
+    assert [d.service for d in queue.take(0)] == ["2", "3", "4"]
+    assert queue.full_since() is None and queue.take(0) == []
+
+
+@pytest.mark.parametrize("query, service, environment, expected", [
+    ("", "a", "production", True),
+    ("service=a&service=b", "b", "staging", True),
+    ("service=a&service=b", "c", "staging", False),
+    ("environment=prod", "x", "production", True),
+    ("environment=Staging", "x", "production", False),
+    ("service=a&environment=dev", "a", "development", True),
+], ids=["none", "service-hit", "service-miss", "env-alias", "env-miss", "both"])
+def test_subscription(query: str, service: str, environment: str, expected: bool) -> None:
+    assert Subscription.from_query(query).matches(_delivery(service, environment)) is expected
+
+
+def test_keepalive_pings_every_interval_and_times_out_without_pong() -> None:
+    keepalive = Keepalive(now=0.0, interval_s=25.0, timeout_s=20.0)
+    assert keepalive.step(24.9, pong_received=True) is None
+    assert keepalive.step(25.0, pong_received=True) == "ping"
+    assert keepalive.step(30.0, pong_received=True) is None  # answered: next ping at 50
+    assert keepalive.step(49.0, pong_received=False) is None
+    assert keepalive.step(50.0, pong_received=False) == "ping"
+    assert keepalive.step(69.9, pong_received=False) is None
+    assert keepalive.step(70.0, pong_received=False) == "timeout"
+
+
+# ---------------------------------------------------------------- integration helpers
+
+class RunningBridge:
+    def __init__(self, env: dict[str, str], log_path: Path, extra_args: list[str]) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1", *extra_args],
+            env={**os.environ, **env, "ERROR_STREAM_PORT": str(self.port)}, cwd=ROOT,
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/error-logs"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"bridge exited:\n{self.log()}"
+            if self.health()[0] == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"bridge not healthy within {timeout_s}s:\n{self.log()}")
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/health", timeout=2) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+        except OSError:
+            return 0, {}
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.http_url}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    def wait_metric(self, name: str, predicate: Callable[[float], bool], timeout_s: float = 10.0) -> float:
+        deadline = time.monotonic() + timeout_s
+        value = self.metrics().get(name, 0.0)
+        while not predicate(value):
+            assert time.monotonic() < deadline, f"{name} stayed at {value}:\n{self.log()}"
+            time.sleep(0.05)
+            value = self.metrics().get(name, 0.0)
+        return value
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def error_settings(settings: Settings) -> Settings:
+    create_topics(settings, partitions=4)
+    return settings
+
+
+@pytest.fixture
+def start_bridge(settings_env: dict[str, str], error_settings: Settings,
+                 tmp_path: Path) -> Iterator[Callable[..., RunningBridge]]:
+    started: list[RunningBridge] = []
+
+    def start(*extra_args: str, **env: str) -> RunningBridge:
+        bridge = RunningBridge({**settings_env, "ERROR_STREAM_REPLAY": "0", **env},
+                               tmp_path / f"bridge-{len(started)}.log", list(extra_args))
+        started.append(bridge)
+        bridge.wait_healthy()
+        return bridge
+
+    yield start
+    for bridge in started:
+        bridge.stop()
+
+
+class ErrorProducer:
+    """Produces stored-log-shaped errors; remembers when each was produced (by message id)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer(producer_config(settings, "test-bridge", **{"linger.ms": 0}))
+        self._topic = settings.kafka_apm_log_error_topic
+        self.sent_at: dict[str, float] = {}
+
+    def error(self, message: str, service: str = "checkout", environment: str = "production",
+              **extra: Any) -> dict[str, Any]:
+        doc = {"@timestamp": "2024-05-01T10:00:00.123Z", "ingested_at": "2024-05-01T10:00:00.200Z",
+               "type": "log", "service_name": service, "environment": environment, "level": "ERROR",
+               "message": message, **extra}
+        self.raw(json.dumps(doc).encode())
+        self.sent_at[message] = time.monotonic()
+        return doc
+
+    def raw(self, value: bytes | None) -> None:
+        self._producer.produce(self._topic, value)
+        self._producer.poll(0)
+
+    def flush(self) -> None:
+        assert self._producer.flush(10) == 0
+
+
+def expected_event(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a browser must receive for a stored document: the documented fields, absent ones omitted."""
+    event = {"timestamp": doc["@timestamp"]}
+    for key in ("service_name", "environment", "level", "message", "trace_id", "span_id", "labels",
+                "http_method", "http_path", "http_status_code"):
+        if doc.get(key) not in (None, {}):
+            event[key] = doc[key]
+    return event
+
+
+class PlainReader:
+    """A websocket-client connection read on a thread; records each error with its arrival time."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.ws = websocket.create_connection(url, timeout=10, **options)
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                text = self.ws.recv()
+                self.received.append((time.monotonic(), json.loads(text)))
+        except Exception:
+            pass
+
+    def messages(self) -> list[str]:
+        return [event["message"] for _, event in self.received]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+class SocketIOReader:
+    def __init__(self, http_url: str, origin: str | None = None, query: str = "") -> None:
+        options = {"origin": origin} if origin else {}
+        self.client = socketio.Client(reconnection=False, websocket_extra_options=options)
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        self.client.on("error-log", lambda data: self.received.append((time.monotonic(), data)))
+        url = f"{http_url}?{query}" if query else http_url
+        self.client.connect(url, socketio_path="/ws/error-logs", transports=["websocket"], wait_timeout=5)
+
+    def messages(self) -> list[str]:
+        return [event["message"] for _, event in self.received]
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def wait_connected(bridge: RunningBridge, websocket_clients: int = 0, socketio_clients: int = 0) -> None:
+    """Clients count as connected once the hub fans out to them (the handshake alone is not enough)."""
+    bridge.wait_metric('panopticon_bridge_clients{protocol="websocket"}', lambda v: v == websocket_clients)
+    bridge.wait_metric('panopticon_bridge_clients{protocol="socketio"}', lambda v: v == socketio_clients)
+
+
+def ws_status(url: str, origin: str | None) -> int:
+    """HTTP status of a WebSocket handshake: 101 when it connects."""
+    try:
+        ws = websocket.create_connection(url, timeout=5, origin=origin, suppress_origin=origin is None)
+    except websocket.WebSocketBadStatusException as exc:
+        return int(exc.status_code)
+    ws.close()
+    return 101
+
+
+# ---------------------------------------------------------------- integration tests
+
+def test_plain_and_socketio_clients_receive_every_error_with_the_documented_fields(
+        start_bridge: Callable[..., RunningBridge], error_settings: Settings) -> None:
+    bridge = start_bridge()
+    plain = PlainReader(bridge.ws_url)
+    sio = SocketIOReader(bridge.http_url)
+    wait_connected(bridge, websocket_clients=1, socketio_clients=1)
+    producer = ErrorProducer(error_settings)
+    docs = []
+    for i in range(40):
+        extra: dict[str, Any] = {}
+        if i % 2:
+            extra = {"trace_id": f"{i:032x}", "span_id": f"{i:016x}", "http_method": "POST",
+                     "http_path": "/api/pay", "http_status_code": 500, "labels": {"region": "eu", "n": i}}
+        docs.append(producer.error(f"error {i}", service=f"svc-{i % 3}", **extra))
+        time.sleep(0.01)
+    producer.flush()
+
+    expected = [expected_event(doc) for doc in docs]
+    for reader in (plain, sio):
+        wait_for(lambda r=reader: len(r.received) >= len(docs), what=f"{type(reader).__name__} errors")
+        assert sorted((e for _, e in reader.received), key=lambda e: e["message"]) == \
+            sorted(expected, key=lambda e: e["message"])
+        latencies = [at - producer.sent_at[event["message"]] for at, event in reader.received]
+        assert max(latencies) < 1.0, latencies
+    first = next(event for _, event in plain.received if event["message"] == "error 0")
+    assert set(first) == {"timestamp", "service_name", "environment", "level", "message"}
+    metrics = bridge.metrics()
+    assert metrics["panopticon_bridge_relayed_total"] == len(docs)
+    assert metrics["panopticon_bridge_delivered_total"] == 2 * len(docs)
+    plain.close()
+    sio.close()
+    wait_connected(bridge, 0, 0)
+
+
+def test_origin_is_checked_before_the_upgrade(start_bridge: Callable[..., RunningBridge]) -> None:
+    bridge = start_bridge(ERROR_STREAM_WS_ORIGINS=f"{ALLOWED}, https://other.example")
+    assert ws_status(bridge.ws_url, "https://evil.example") == 403
+    assert ws_status(bridge.ws_url, None) == 403
+    assert ws_status(bridge.ws_url, ALLOWED) == 101
+    assert ws_status(bridge.ws_url, "https://other.example") == 101
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        SocketIOReader(bridge.http_url, origin="https://evil.example")
+    SocketIOReader(bridge.http_url, origin=ALLOWED).close()
+    assert bridge.metrics()['panopticon_bridge_rejected_total{reason="origin"}'] == 3
+
+    open_bridge = start_bridge()  # empty allow-list: any origin
+    assert ws_status(open_bridge.ws_url, "https://evil.example") == 101
+    SocketIOReader(open_bridge.http_url, origin="https://evil.example").close()
+
+
+def test_filters_deliver_only_matching_errors(start_bridge: Callable[..., RunningBridge],
+                                              error_settings: Settings) -> None:
+    bridge = start_bridge()
+    filtered = PlainReader(f"{bridge.ws_url}?service=api&service=web&environment=PROD")
+    everything = PlainReader(bridge.ws_url)
+    wait_connected(bridge, websocket_clients=2)
+    producer = ErrorProducer(error_settings)
+    cases = [("api", "production", True), ("web", "production", True), ("api", "staging", False),
+             ("worker", "production", False), ("web", "prod", True), ("db", "development", False)]
+    wanted = []
+    for round_ in range(3):
+        for service, environment, match in cases:
+            message = f"{service}/{environment}/{round_}"
+            producer.error(message, service=service, environment=environment)
+            if match:
+                wanted.append(message)
+    producer.flush()
+    wait_for(lambda: len(everything.received) == 3 * len(cases), what="unfiltered errors")
+    wait_for(lambda: len(filtered.received) >= len(wanted), what="filtered errors")
+    time.sleep(0.3)
+    assert sorted(filtered.messages()) == sorted(wanted)
+    assert bridge.metrics()["panopticon_bridge_filtered_total"] == 3 * len(cases) - len(wanted)
+
+
+def test_replay_gives_the_last_errors_oldest_first(start_bridge: Callable[..., RunningBridge],
+                                                  error_settings: Settings) -> None:
+    bridge = start_bridge(ERROR_STREAM_REPLAY="5")
+    producer = ErrorProducer(error_settings)
+    for i in range(8):
+        producer.error(f"old {i}", service="svc")
+        producer.flush()  # one at a time: order on the topic is the order produced
+    bridge.wait_metric("panopticon_bridge_relayed_total", lambda v: v == 8)
+    late = PlainReader(bridge.ws_url)
+    filtered = PlainReader(f"{bridge.ws_url}?service=nobody")
+    wait_for(lambda: len(late.received) >= 5, what="replay")
+    producer.error("new", service="svc")
+    producer.flush()
+    wait_for(lambda: len(late.received) >= 6, what="live error after the replay")
+    assert late.messages() == ["old 3", "old 4", "old 5", "old 6", "old 7", "new"]
+    assert filtered.received == []
+
+
+def test_two_instances_each_deliver_every_error(start_bridge: Callable[..., RunningBridge],
+                                                error_settings: Settings) -> None:
+    first, second = start_bridge(), start_bridge()
+    readers = [PlainReader(first.ws_url), PlainReader(second.ws_url), SocketIOReader(second.http_url)]
+    wait_connected(first, websocket_clients=1)
+    wait_connected(second, websocket_clients=1, socketio_clients=1)
+    producer = ErrorProducer(error_settings)
+    messages = [f"fan-out {i}" for i in range(60)]
+    for message in messages:
+        producer.error(message)
+    producer.flush()
+    for reader in readers:
+        wait_for(lambda r=reader: len(r.received) >= len(messages), what="every error on every instance")
+        assert sorted(reader.messages()) == sorted(messages)
+
+
+def _read_until_closed(ws: websocket.WebSocket, timeout_s: float) -> int | None:
+    """Drain a connection; the close code it ends with (None when it ends without a close frame)."""
+    ws.settimeout(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            opcode, frame = ws.recv_data_frame(True)
+        except (websocket.WebSocketConnectionClosedException, OSError):
+            return None
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int(struct.unpack("!H", frame.data[:2])[0]) if len(frame.data) >= 2 else None
+    raise AssertionError("the slow client was never disconnected")
+
+
+def test_a_client_that_never_reads_does_not_delay_the_others_and_is_disconnected(
+        start_bridge: Callable[..., RunningBridge], error_settings: Settings) -> None:
+    bridge = start_bridge("--send-buffer-kb", "16", ERROR_STREAM_QUEUE_SIZE="64",
+                          ERROR_STREAM_SLOW_CLIENT_S="1.5")
+    stuck = websocket.create_connection(bridge.ws_url, timeout=10,
+                                        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    fast = [PlainReader(bridge.ws_url) for _ in range(3)]
+    wait_connected(bridge, websocket_clients=4)
+    producer = ErrorProducer(error_settings)
+    body = "x" * 4000  # big errors fill the stuck client's socket buffers quickly
+    messages = [f"load {i} {body}" for i in range(300)]
+    for message in messages:
+        producer.error(message)
+        time.sleep(0.01)
+    producer.flush()
+
+    # kicked while the errors were still flowing; it reads now and finds the close frame
+    bridge.wait_metric("panopticon_bridge_slow_clients_total", lambda v: v == 1)
+    assert _read_until_closed(stuck, timeout_s=10) == 1008, bridge.log()
+    bridge.wait_metric('panopticon_bridge_disconnects_total{reason="slow"}', lambda v: v == 1)
+    assert bridge.metrics()["panopticon_bridge_dropped_total"] > 0  # all of it the stuck client's
+    for reader in fast:
+        wait_for(lambda r=reader: len(r.received) >= len(messages),
+                 what=f"fast clients: {[len(f.received) for f in fast]}\n{bridge.log()}")
+        latencies = sorted(at - producer.sent_at[event["message"]] for at, event in reader.received)
+        assert len(latencies) == len(messages)
+        assert latencies[int(len(latencies) * 0.99)] < 1.0, latencies[-10:]
+    wait_connected(bridge, websocket_clients=3)
+
+
+def test_malformed_records_are_skipped_and_the_bridge_keeps_running(
+        start_bridge: Callable[..., RunningBridge], error_settings: Settings) -> None:
+    bridge = start_bridge()
+    reader = PlainReader(bridge.ws_url)
+    wait_connected(bridge, websocket_clients=1)
+    producer = ErrorProducer(error_settings)
+    for value in (b"not json", b'{"message": "no service"}', b"[1, 2, 3]", b"", None,
+                  b'{"@timestamp": 5, "service_name": "s", "environment": "e", "level": "ERROR", '
+                  b'"message": "m"}', b"\xff\xfe\x00"):
+        producer.raw(value)
+    producer.flush()
+    bridge.wait_metric("panopticon_bridge_malformed_total", lambda v: v == 7)
+    producer.error("still alive")
+    producer.flush()
+    wait_for(lambda: reader.messages() == ["still alive"], what="a valid error after malformed ones")
+    assert bridge.process.poll() is None
+    assert bridge.health() == (200, {"status": "ok", "feed": "running", "clients": 1})
