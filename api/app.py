@@ -3,6 +3,8 @@ real ones from the environment (what gunicorn runs, once per worker, after the f
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 import falcon.media
 import msgspec
@@ -42,14 +44,18 @@ def _json_handler() -> falcon.media.JSONHandler:
     return falcon.media.JSONHandler(dumps=encoder.encode, loads=decoder.decode)
 
 
+WsgiApp = falcon.App[falcon.Request, falcon.Response]
+
+
 def create_app(settings: Settings, search: Search, red: RedSource | None = None,
-               cache: ResponseCache | None = None, metrics: ApiMetrics | None = None) -> falcon.App:
+               cache: ResponseCache | None = None, metrics: ApiMetrics | None = None) -> WsgiApp:
     red = red or rollup_source(search, settings.opensearch_timeout_s)
     deps = Deps(search=search, red=red,
                 cache=cache or ResponseCache(ttl_s=CACHE_TTL_S, max_entries=CACHE_ENTRIES))
     metrics = metrics or ApiMetrics()
+    middleware: list[Any] = [Telemetry(metrics), Cors(settings.origins(settings.cors_allowed_origins)), RawPath()]
     app = falcon.App(
-        middleware=[Telemetry(metrics), Cors(settings.origins(settings.cors_allowed_origins)), RawPath()],
+        middleware=middleware,
         cors_enable=False,
     )
     handler = _json_handler()
@@ -74,7 +80,7 @@ def build_search(settings: Settings) -> Search:
     return Search(client, IndexNames(settings.opensearch_index_prefix), settings.opensearch_timeout_s)
 
 
-def get_app(settings: Settings | None = None) -> falcon.App:
+def get_app(settings: Settings | None = None) -> WsgiApp:
     from common.settings import load_settings
 
     settings = settings or load_settings()

@@ -8,6 +8,7 @@ its stack trace and answered 500 with a generic sentence: no stack trace or quer
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import falcon
@@ -72,9 +73,11 @@ def handle_api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, p
 def handle_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: Any) -> None:
     """Falcon's own errors (unknown route, wrong method) in our shape, keeping their headers (Allow)."""
     code, message = _HTTP_CODES.get(ex.status_code, ("http_error", ex.description or ex.title or "HTTP error"))
-    for name, value in (ex.headers or {}).items():
+    headers = ex.headers or {}
+    pairs: list[tuple[str, str]] = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    for name, value in pairs:
         resp.set_header(name, value)
-    _answer(resp, ex.status, ErrorBody(error=code, message=str(message)))
+    _answer(resp, str(ex.status), ErrorBody(error=code, message=str(message)))
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
@@ -82,7 +85,7 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
     _answer(resp, falcon.HTTP_500, ErrorBody(error="internal_error", message="The server failed to answer."))
 
 
-def register(app: falcon.App) -> None:
+def register(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     """Most specific last: falcon picks the handler of the nearest class in the exception's MRO."""
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)

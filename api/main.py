@@ -77,7 +77,7 @@ def gunicorn_options(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def serve(args: argparse.Namespace) -> int:

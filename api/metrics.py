@@ -32,6 +32,6 @@ class ApiMetrics:
     def exposition(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

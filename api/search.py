@@ -50,10 +50,11 @@ class Search:
         return ",".join(days) if len(days) <= MAX_INDICES_PER_REQUEST else self._names.pattern(kind)
 
     def search(self, kind: str, window: TimeRange | None, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call(
+        answer: dict[str, Any] = self.call(
             self._client.search, index=self.indices(kind, window), body=body, ignore_unavailable=True,
             allow_no_indices=True, request_timeout=self._timeout_s,
         )
+        return answer
 
     def count(self, kind: str, window: TimeRange | None, query: dict[str, Any]) -> int:
         answer = self.call(
