@@ -14,6 +14,7 @@ import msgspec
 
 from api.params import TimeRange
 from api.search import Search
+from common.indices import TRACES
 from common.rollup_reader import RedTotals as ReaderTotals
 from common.rollup_reader import RollupQuery, RollupReader
 
@@ -100,7 +101,14 @@ class RollupRed:
 
     def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
         query = RollupQuery(scope="service", service=service, environment=environment)
-        series = self._search.call(self._reader.series, query, window.from_ms, window.to_ms, interval_ms)
+        try:
+            series = self._search.call(self._reader.series, query, window.from_ms, window.to_ms, interval_ms)
+        except KeyError:
+            # The reader's raw-span path expects "aggregations", which a search over no existing index
+            # omits: only then is the series simply empty.
+            if self._search.count(TRACES, window, {"match_all": {}}):
+                raise
+            return RedSeries(interval_ms=interval_ms, buckets=[])
         return RedSeries(interval_ms=series.interval_ms,
                          buckets=[Bucket(start_ms=p.start_ms, totals=_totals(p.totals)) for p in series.points])
 

@@ -1,5 +1,6 @@
-"""The contract as a whole, against the real local stack: arbitrary query strings never cause a 500, and
-every route answers as ``/openapi.json`` documents it (schemathesis drives the generated requests)."""
+"""The contract as a whole, against the real local stack and the real rollup reader: arbitrary query
+strings never cause a 500, and every route answers as ``/openapi.json`` documents it (schemathesis drives
+the generated requests)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
-from test_api_data import ENDPOINTS, ListRed, index_dataset
+from test_api_data import ENDPOINTS, index_dataset, index_rollups
 
 from api.app import ROUTES, build_search, create_app
 from api.cache import ResponseCache
@@ -51,10 +52,9 @@ def contract_settings(stack: LocalStack) -> Settings:
 
 @pytest.fixture(scope="module")
 def app(contract_settings: Settings) -> falcon.App:
-    data = index_dataset(opensearch_client(contract_settings), IndexNames(contract_settings.opensearch_index_prefix),
-                         seed=11, now_ms=int(time.time() * 1000))
-    return create_app(contract_settings, build_search(contract_settings), ListRed(data.spans),
-                      cache=ResponseCache(ttl_s=0))
+    client, names = opensearch_client(contract_settings), IndexNames(contract_settings.opensearch_index_prefix)
+    index_rollups(client, names, index_dataset(client, names, seed=11, now_ms=int(time.time() * 1000)))
+    return create_app(contract_settings, build_search(contract_settings), cache=ResponseCache(ttl_s=0))
 
 
 # ---------------------------------------------------------------- arbitrary query strings: 200 or 400, never 500

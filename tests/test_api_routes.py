@@ -370,3 +370,9 @@ def test_metrics_from_rollups_and_raw_spans(rollup_client: Any, data: Dataset, m
                 and start <= placed(ms(s)) < end]
     assert sum(p["value"] for p in counts) == len(in_range)
     assert all(p["value"] >= 0 for series in answer for p in series["points"])
+
+
+def test_metrics_of_a_range_without_indices(rollup_client: Any) -> None:
+    answer = get(rollup_client, "/query/services/checkout/metrics", metric="http_requests_total",
+                 **{"from": "2001-01-01T00:00:00Z", "to": "2001-01-01T00:10:00Z"})
+    assert [p["value"] for p in answer[0]["points"]] == [0] * 60
