@@ -1,0 +1,10 @@
+"""Synthetic APM traffic: realistic traces of spans and logs as Kafka records, with known facts.
+
+Pure and importable (no I/O): ``generate(...)`` yields ``Record`` s; ``common.loadgen`` produces them.
+"""
+
+from common.traffic.catalog import SERVICES, select_services
+from common.traffic.generator import Config, Generator, generate
+from common.traffic.record import Record, Topic
+
+__all__ = ["SERVICES", "Config", "Generator", "Record", "Topic", "generate", "select_services"]
