@@ -25,23 +25,23 @@ Event = dict[str, Any]
 def sample_event(kind: str, error: bool, now_ms: int, rng: random.Random, service: str = "order-service",
                  environment: str = "production") -> Event:
     """One valid log or span event of the ingest contract, as a producer would send it."""
-    common: Event = {
+    ids: Event = {
         "type": kind,
         "timestamp": format_timestamp(now_ms),
         "service_name": service,
         "environment": environment,
         "trace_id": f"{rng.getrandbits(128):032x}",
         "span_id": f"{rng.getrandbits(64):016x}",
-        "http_method": "POST",
-        "http_path": "/orders",
-        "http_status_code": 500 if error else 201,
-        "labels": {"host": "sample-host", "region": "eu-west-1", "version": "1.0.0", "source": "sample"},
     }
     if kind == "log":
         level, message = ("ERROR", "payment failed: card declined by issuer") if error else ("INFO", "order created")
-        return {**common, "level": level, "message": message}
-    return {**common, "parent_span_id": None, "name": "POST /orders", "kind": "SERVER",
-            "duration_ms": round(5 + rng.random() * 200, 3), "status": "ERROR" if error else "OK"}
+        body: Event = {"level": level, "message": message}
+    else:
+        body = {"parent_span_id": None, "name": "POST /orders", "kind": "SERVER",
+                "duration_ms": round(5 + rng.random() * 200, 3), "status": "ERROR" if error else "OK"}
+    http = {"http_method": "POST", "http_path": "/orders", "http_status_code": 500 if error else 201}
+    labels = {"host": "sample-host", "region": "eu-west-1", "version": "1.0.0", "source": "sample"}
+    return {**ids, **body, **http, "labels": labels}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

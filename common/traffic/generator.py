@@ -128,6 +128,7 @@ class Generator:
         return out
 
     def _context(self, spans: list[Span], failed: bool) -> Trace:
+        """Ids (one draw: 32 hex digits of trace id, then 16 per span), environment, host and time."""
         rng = self._rng
         ids = f"{rng.getrandbits(64 * (len(spans) + 2)):0{16 * (len(spans) + 2)}x}"
         for i, span in enumerate(spans, 2):
