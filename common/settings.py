@@ -72,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_throughput_min_interval_ms: NonNegative = 10_000
     stream_throughput_target_count: NonNegative | None = None
     rollup_flush_interval_ms: Positive = 5000
+    rollup_grace_ms: NonNegative = 60_000  # how long after its minute a span still counts as on time
 
     # Query API
     port: Port = 3001

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.shm import Block
 
-LOG, SPAN = 0, 1
+LOG, SPAN, ROLLUP = 0, 1, 2
 
 TopicPartition = tuple[str, int]
 
@@ -22,7 +22,7 @@ TopicPartition = tuple[str, int]
 class Item:
     """One document of the batch: its source record, its array index, its kind, whether it is an error log."""
 
-    record: Any  # confluent_kafka.Message
+    record: Any  # confluent_kafka.Message; None for a rollup document
     array_index: int | None
     kind: int
     error_log: bool
@@ -37,8 +37,9 @@ class Batch:
     items: list[Item] = field(default_factory=list)
     error_items: list[int] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
+    marks: dict[TopicPartition, int] = field(default_factory=dict)  # rollup watermark at that offset
     indices: set[tuple[str, str]] = field(default_factory=set)  # (kind, index name)
-    docs: list[int] = field(default_factory=lambda: [0, 0])  # by kind
+    docs: list[int] = field(default_factory=lambda: [0, 0, 0])  # by kind
     pending: int = 0  # produce acknowledgements still awaited (DLQ, error topic)
     flushed: bool = False
     sealed: bool = False
@@ -76,8 +77,10 @@ class Batch:
         self.items.append(item)
         self.docs[item.kind] += 1
 
-    def cover(self, topic: str, partition: int, offset: int) -> None:
+    def cover(self, topic: str, partition: int, offset: int, mark: int | None = None) -> None:
         self.offsets[(topic, partition)] = offset + 1
+        if mark is not None:
+            self.marks[(topic, partition)] = mark
 
     def body(self) -> memoryview:
         assert self.block is not None

@@ -9,16 +9,20 @@ commit is the *next* offset (last processed + 1). Holds (open rollup windows) ca
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from engine.batch import Batch, TopicPartition
+
+# (partition, safe offset, watermark at it) -> (offset the commit may take, commit metadata)
+Position = Callable[[TopicPartition, int, int | None], tuple[int, str | None]]
 
 
 class CommitTracker:
     def __init__(self) -> None:
         self._inflight: deque[Batch] = deque()
         self._safe: dict[TopicPartition, int] = {}
+        self._marks: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
 
     def track(self, batch: Batch) -> None:
@@ -36,25 +40,26 @@ class CommitTracker:
             for tp, offset in batch.offsets.items():
                 if offset > self._safe.get(tp, -1):
                     self._safe[tp] = offset
+                    if tp in batch.marks:
+                        self._marks[tp] = batch.marks[tp]
             finished.append(batch)
         return finished
 
-    def due(self, assigned: Iterable[TopicPartition], holds: dict[TopicPartition, int] | None = None
-            ) -> dict[TopicPartition, int]:
-        """Positions to commit now: safe, not beyond a hold, newer than what was committed."""
-        out = {}
+    def due(self, assigned: Iterable[TopicPartition], position: Position
+            ) -> dict[TopicPartition, tuple[int, str | None]]:
+        """Positions to commit now, with their metadata: safe, as far as ``position`` allows, newer than the last."""
+        out: dict[TopicPartition, tuple[int, str | None]] = {}
         for tp in assigned:
-            position = self._safe.get(tp)
-            if position is None:
+            safe = self._safe.get(tp)
+            if safe is None:
                 continue
-            if holds and tp in holds:
-                position = min(position, holds[tp])
-            if position > self._committed.get(tp, -1):
-                out[tp] = position
+            offset, metadata = position(tp, safe, self._marks.get(tp))
+            if offset > self._committed.get(tp, -1):
+                out[tp] = (offset, metadata)
         return out
 
-    def committed(self, positions: dict[TopicPartition, int]) -> None:
-        for tp, offset in positions.items():
+    def committed(self, positions: dict[TopicPartition, tuple[int, str | None]]) -> None:
+        for tp, (offset, _) in positions.items():
             if offset > self._committed.get(tp, -1):
                 self._committed[tp] = offset
 
@@ -63,10 +68,12 @@ class CommitTracker:
         gone = set(partitions)
         for tp in gone:
             self._safe.pop(tp, None)
+            self._marks.pop(tp, None)
             self._committed.pop(tp, None)
         for batch in self._inflight:
             for tp in gone:
                 batch.offsets.pop(tp, None)
+                batch.marks.pop(tp, None)
 
 
 @dataclass(frozen=True)

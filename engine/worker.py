@@ -15,17 +15,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from common.clients import consumer_config, opensearch_client, producer_config
-from common.indices import IndexCreator, IndexNames
+from common.indices import METRICS_1M, IndexCreator, IndexNames
 from common.settings import Settings
-from engine.batch import LOG, SPAN, Batch, Item
+from engine.batch import LOG, ROLLUP, SPAN, Batch, Item
 from engine.bulk import Flusher, FlushResult, dead_letter_value
 from engine.commit import CommitPolicy, CommitTracker
 from engine.counters import C, CounterSlot
 from engine.decode import Decoded, RecordDecoder
 from engine.dlq import DeadLetters
+from engine.rollups import RollupStage
 from engine.shm import BlockPool
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Worker:
         self.policy = CommitPolicy()
         self._seq = 0
         self._last_commit = 0
+        self._last_rollup = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -67,6 +70,7 @@ class Worker:
         self.names = IndexNames(s.opensearch_index_prefix)
         self.decoder = RecordDecoder(self.names, s.kafka_apm_log_topic, s.kafka_apm_span_topic,
                                      s.engine_max_message_bytes)
+        self.rollups = RollupStage(self.names, s.rollup_grace_ms, msgspec.json.Encoder().encode)
         creator = IndexCreator(opensearch_client(s), self.names)
         self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes)
         self.producer = Producer(producer_config(s, "panopticon-engine"))
@@ -101,6 +105,7 @@ class Worker:
     def cycle(self) -> None:
         self.heartbeat()
         self.fetch()
+        self.write_rollups_if_due()
         self.seal_if_due()
         self.collect()
         self.producer.poll(0)
@@ -120,6 +125,7 @@ class Worker:
         """Stop fetching, flush, commit. Everything acknowledged before exit is stored."""
         deadline = time.monotonic() + max(1.0, timeout_s)
         self.pause()
+        self.write_rollups(final_for=set(self.assigned))
         self.seal()
         while self.tracker.inflight and time.monotonic() < deadline and not self.fast_stop:
             self.collect(timeout_s=0.05)
@@ -160,14 +166,20 @@ class Worker:
         kind = self.decoder.kind_of(topic)
         ts_type, ts = message.timestamp()
         now = now_ms()
-        decoded = self.decoder.decode(topic, partition, offset, message.value(), ts if ts_type and ts > 0 else now,
-                                      now)
+        kafka_ms = ts if ts_type and ts > 0 else 0
+        decoded = self.decoder.decode(topic, partition, offset, message.value(), kafka_ms or now, now)
         batch = self._room_for(decoded)
         if batch is None:
             return False
         self.counters.add(C.consumed_spans if kind == SPAN else C.consumed_logs)
         self._write(batch, message, kind, decoded)
-        batch.cover(topic, partition, offset)
+        if kind == SPAN:
+            rollups = self.rollups.get((topic, partition))
+            for entry in decoded.entries:
+                rollups.add(offset, entry.refined.doc, entry.refined.epoch_ms, kafka_ms)  # type: ignore[arg-type]
+            batch.cover(topic, partition, offset, rollups.watermark)
+        else:
+            batch.cover(topic, partition, offset)
         return True
 
     def _room_for(self, decoded: Decoded) -> Batch | None:
@@ -220,6 +232,33 @@ class Worker:
             self._release(batch)
             batch.flushed = True
 
+    def write_rollups_if_due(self) -> None:
+        now = now_ms()
+        if now - self._last_rollup >= self.settings.rollup_flush_interval_ms:
+            self._last_rollup = now
+            self.write_rollups()
+
+    def write_rollups(self, final_for: set[tuple[str, int]] | None = None) -> None:
+        """Write changed rollup windows; a sealed window's final write holds the commit until it is stored."""
+        writes = self.rollups.writes(now_ms(), final_for)
+        if not writes:
+            return
+        need = sum(len(w.action) + len(w.doc) + 1 for w in writes)
+        batch = self.batch
+        if batch is None or batch.room() < need:
+            self.seal()
+            batch = self.open_batch()
+        if batch is None or batch.room() < need:
+            for write in writes:  # no block free: write them again next time
+                write.window.written = -1
+            return
+        for write in writes:
+            batch.append(write.action, write.doc, Item(None, None, ROLLUP, False))
+            batch.indices.add((METRICS_1M, write.index))
+            if write.final:
+                write.window.release_seq = batch.seq
+        self.counters.add(C.rollup_docs, len(writes))
+
     def seal_if_due(self) -> None:
         batch = self.batch
         if batch is None:
@@ -238,8 +277,11 @@ class Worker:
                 break
             self._finish(result)
             timeout_s = 0.0
-        for batch in self.tracker.advance():
+        finished = self.tracker.advance()
+        for batch in finished:
             self._count_stored(batch)
+        if finished:
+            self.rollups.release(finished[-1].seq)
 
     def _finish(self, result: FlushResult) -> None:
         batch = result.batch
@@ -253,12 +295,16 @@ class Worker:
         counters.add(C.batches)
         counters.add(C.inflight_bytes, -batch.size)
         if statuses is not None:
-            counters.add(C.duplicates, statuses.count(409))
+            counters.add(C.duplicates, sum(1 for i, s in enumerate(statuses) if s == 409
+                                           and batch.items[i].kind != ROLLUP))
             for index, reason in result.errors.items():
                 item = batch.items[index]
+                batch.docs[item.kind] -= 1
+                if item.kind == ROLLUP:
+                    log.error("a rollup document was refused: HTTP %d: %s", statuses[index], reason)
+                    continue
                 self.reject(batch, item.record, item.kind, "rejected_by_search",
                             f"HTTP {statuses[index]}: {reason}", item.array_index)
-                batch.docs[item.kind] -= 1
         for index in batch.error_items:
             if statuses is None or statuses[index] in (200, 201, 409):
                 self.republish(batch, index)
@@ -317,10 +363,10 @@ class Worker:
             self.commit(sync=False)
 
     def commit(self, sync: bool, only: set[tuple[str, int]] | None = None) -> None:
-        due = self.tracker.due(only if only is not None else self.assigned)
+        due = self.tracker.due(only if only is not None else self.assigned, self.rollups.position)
         if not due:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in due.items()]
+        offsets = [TopicPartition(t, p, o, m or "") for (t, p), (o, m) in due.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=not sync)
             self.tracker.committed(due)
@@ -346,6 +392,15 @@ class Worker:
         added = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned |= added
         log.info("worker %d assigned %s", self.slot, sorted(added))
+        spans = [tp for tp in partitions if tp.topic == self.settings.kafka_apm_span_topic]
+        if spans:
+            try:
+                committed = consumer.committed(spans, timeout=30)
+            except KafkaException as exc:
+                log.warning("could not read the committed rollup watermark (%s): starting from none", exc)
+                committed = spans
+            for tp in committed:
+                self.rollups.assign(tp.topic, tp.partition, tp.metadata)
         if self.paused:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
@@ -353,6 +408,7 @@ class Worker:
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         log.info("worker %d revoked %s", self.slot, sorted(gone))
+        self.write_rollups(final_for=gone)
         self.seal()
         deadline = time.monotonic() + min(20.0, self.settings.engine_shutdown_timeout_s)
         while self.tracker.inflight and time.monotonic() < deadline:
@@ -361,6 +417,8 @@ class Worker:
             self.heartbeat()
         self.commit(sync=True, only=gone & self.assigned)
         self._leave(gone)
+        if self.tracker.inflight:
+            log.warning("worker %d gave up %d unfinished batches at a rebalance", self.slot, self.tracker.inflight)
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -370,6 +428,8 @@ class Worker:
     def _leave(self, gone: set[tuple[str, int]]) -> None:
         self.assigned -= gone
         self.tracker.forget(gone)
+        for tp in gone:
+            self.rollups.forget(tp)
         self.held = deque(m for m in self.held if (m.topic(), m.partition()) not in gone)
 
     def _consumer_error(self, error: KafkaError) -> None:

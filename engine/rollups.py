@@ -1,0 +1,218 @@
+"""In-stream RED rollups, exact under crashes, rebalances, outages and late data.
+
+Per source partition of the span topic, SERVER spans are added to *window instances*: a 1-minute window
+plus the offset of its first record (``segment``). A window's document is rewritten whole (external
+version = its record count, so an older write never overwrites a newer one), and its id is
+(minute, key, partition, first offset). Readers sum every instance.
+
+Why this is exact. Which window a record joins depends only on the record and the partition's
+*watermark* (the largest event time seen, capped at the record's Kafka timestamp + 1 min):
+- a record whose minute is still open (minute + 60 s + grace > watermark) joins that minute's on-time window;
+- otherwise it is late: it joins the late window of its minute opened at the current watermark minute,
+  or starts a new one. A window accepts nothing more once the watermark moves past it ("sealed").
+The committed offset never passes the first record of a window whose final write is not yet stored
+(a *hold*), and the commit carries the watermark as of that offset in its metadata. A restarted or new
+owner restores the watermark and replays from the commit: it rebuilds the very same windows with the
+same ids, so rewriting them is idempotent. Windows are closed on revoke and on shutdown, their final
+writes stored before the commit; later records then start new instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.indices import METRICS_1M, IndexNames
+from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, RollupCell, RollupKey
+from common.schema import SpanDoc
+
+MINUTE_MS = 60_000
+FUTURE_CAP_MS = 60_000  # an event time counts for the watermark at most this far past its Kafka timestamp
+
+CellKey = tuple[str, str, str, str]  # (scope, service, environment, endpoint)
+
+
+@dataclass(eq=False)
+class Window:
+    minute_ms: int
+    first_offset: int
+    watermark_at_open: int  # the partition's watermark before its first record: the commit metadata
+    open_wm_minute: int  # late windows accept records only while the watermark stays in this minute
+    late: bool
+    cells: dict[CellKey, RollupCell] = field(default_factory=dict)
+    count: int = 0
+    last_offset: int = -1
+    written: int = 0  # count at the last write
+    release_seq: int = 0  # the batch that carries its final write; 0 while it may still change
+    stored: bool = False  # its final write is stored
+
+    def add(self, service: str, environment: str, endpoint: str, duration_ms: float, is_error: bool) -> None:
+        cells = self.cells
+        for key in ((SCOPE_ENDPOINT, service, environment, endpoint), (SCOPE_SERVICE, service, environment, "")):
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = RollupCell()
+            cell.add(duration_ms, is_error)
+        self.count += 1
+
+
+@dataclass(eq=False)
+class PartitionRollups:
+    name: str  # "apm.spans:3"
+    grace_ms: int
+    watermark: int = 0
+    on_time: dict[int, Window] = field(default_factory=dict)
+    late: dict[int, Window] = field(default_factory=dict)
+    closing: list[Window] = field(default_factory=list)
+
+    def horizon(self) -> int:
+        """Minutes at or before this are closed for on-time records."""
+        return self.watermark - self.grace_ms - MINUTE_MS
+
+    def add(self, offset: int, doc: SpanDoc, event_ms: int, kafka_ms: int) -> None:
+        if doc.kind == "SERVER":
+            window = self._window(offset, event_ms)
+            window.add(doc.service_name, doc.environment, doc.name, doc.duration_ms, doc.status == "ERROR")
+            window.last_offset = offset
+        self.see(event_ms, kafka_ms)
+
+    def see(self, event_ms: int, kafka_ms: int) -> None:
+        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms
+        if capped > self.watermark:
+            self.watermark = capped
+
+    def _window(self, offset: int, event_ms: int) -> Window:
+        minute = event_ms - event_ms % MINUTE_MS
+        wm_minute = self.watermark // MINUTE_MS
+        if minute > self.horizon():
+            window = self.on_time.get(minute)
+            if window is None:
+                window = self.on_time[minute] = Window(minute, offset, self.watermark, wm_minute, False)
+            return window
+        window = self.late.get(minute)
+        if window is None or window.open_wm_minute != wm_minute:
+            if window is not None:
+                self.closing.append(window)
+            window = self.late[minute] = Window(minute, offset, self.watermark, wm_minute, True)
+        return window
+
+    def seal(self, everything: bool = False) -> None:
+        """Move windows that can accept no more records to ``closing``."""
+        horizon, wm_minute = self.horizon(), self.watermark // MINUTE_MS
+        for minute in [m for m in self.on_time if everything or m <= horizon]:
+            self.closing.append(self.on_time.pop(minute))
+        for minute in [m for m, w in self.late.items() if everything or w.open_wm_minute != wm_minute]:
+            self.closing.append(self.late.pop(minute))
+
+    def windows(self) -> list[Window]:
+        return [*self.on_time.values(), *self.late.values(), *self.closing]
+
+    def position(self, safe: int, safe_watermark: int) -> tuple[int, int]:
+        """The offset the commit may take (at most ``safe``) and the watermark as of that offset.
+
+        No window may straddle the commit: one that is open, or whose final write is not stored, must
+        lie wholly after it; a stored one wholly before or wholly after it. Then a replay from the commit
+        rebuilds exactly the windows that lie after it.
+        """
+        position, watermark = safe, safe_watermark
+        windows = self.windows()
+        moved = True
+        while moved:
+            moved = False
+            for w in windows:
+                if w.first_offset < position and (not w.stored or position <= w.last_offset):
+                    position, watermark, moved = w.first_offset, w.watermark_at_open, True
+        self.closing = [w for w in self.closing if not (w.stored and w.last_offset < position)]
+        return position, watermark
+
+    def release(self, done_seq: int) -> None:
+        for window in self.closing:
+            if window.release_seq and window.release_seq <= done_seq:
+                window.stored = True
+
+
+@dataclass
+class RollupWrite:
+    """One rollup document to put in a bulk batch; ``final`` when its window accepts nothing more."""
+
+    window: Window
+    final: bool
+    index: str
+    action: bytes
+    doc: bytes
+
+
+class RollupStage:
+    """All partitions of the span topic that this worker owns."""
+
+    def __init__(self, names: IndexNames, grace_ms: int, encode: Callable[[object], bytes]) -> None:
+        self.names = names
+        self.grace_ms = grace_ms
+        self.partitions: dict[tuple[str, int], PartitionRollups] = {}
+        self._encode = encode
+
+    def assign(self, topic: str, partition: int, metadata: str | None) -> None:
+        state = PartitionRollups(f"{topic}:{partition}", self.grace_ms)
+        state.watermark = parse_metadata(metadata)
+        self.partitions[(topic, partition)] = state
+
+    def forget(self, tp: tuple[str, int]) -> None:
+        self.partitions.pop(tp, None)
+
+    def get(self, tp: tuple[str, int]) -> PartitionRollups:
+        state = self.partitions.get(tp)
+        if state is None:
+            state = self.partitions[tp] = PartitionRollups(f"{tp[0]}:{tp[1]}", self.grace_ms)
+        return state
+
+    def position(self, tp: tuple[str, int], safe: int, safe_watermark: int | None) -> tuple[int, str | None]:
+        """Where the commit of a partition may go, with its metadata (see PartitionRollups.position)."""
+        state = self.partitions.get(tp)
+        if state is None:
+            return safe, None if safe_watermark is None else format_metadata(safe_watermark)
+        position, watermark = state.position(safe, state.watermark if safe_watermark is None else safe_watermark)
+        return position, format_metadata(watermark)
+
+    def writes(self, now_ms: int, final_for: set[tuple[str, int]] | None = None) -> list[RollupWrite]:
+        """Documents to write now: every changed window; sealed ones (and all of ``final_for``) for the last time."""
+        out = []
+        for tp, state in self.partitions.items():
+            state.seal(everything=final_for is not None and tp in final_for)
+            closing = set(map(id, state.closing))
+            for window in state.windows():
+                final = id(window) in closing
+                if window.release_seq or (window.count == window.written and not final):
+                    continue
+                out.extend(self._documents(state, window, final, now_ms))
+        return out
+
+    def release(self, done_seq: int) -> None:
+        for state in self.partitions.values():
+            state.release(done_seq)
+
+    def _documents(self, state: PartitionRollups, window: Window, final: bool, now_ms: int) -> list[RollupWrite]:
+        index = self.names.daily(METRICS_1M, window.minute_ms)
+        out = []
+        for (scope, service, environment, endpoint), cell in window.cells.items():
+            key = RollupKey(TIER_1M, window.minute_ms, service, environment, scope, endpoint, state.name,
+                            str(window.first_offset))
+            doc_id = key.doc_id()
+            action = (b'{"index":{"_index":"%s","_id":"%s","version":%d,"version_type":"external"}}\n'
+                      % (index.encode(), doc_id.encode(), window.count))
+            out.append(RollupWrite(window, final, index, action, self._encode(cell.to_doc(key, now_ms))))
+        window.written = window.count
+        return out
+
+
+def format_metadata(watermark: int) -> str:
+    return f"wm={watermark}"
+
+
+def parse_metadata(metadata: str | None) -> int:
+    if not metadata:
+        return 0
+    for part in metadata.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip() == "wm" and value.strip().lstrip("-").isdigit():
+            return int(value)
+    return 0
