@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Engine
     engine_group_id: NonEmpty = "panopticon-engine"
     engine_instance_id: str = ""  # default: the host name; names this instance's static group members
-    engine_static_membership: bool = True
+    engine_static_membership: bool = False
     engine_workers: NonNegative = 0  # 0: partitions of the input topics, capped at the CPU count
     engine_max_message_bytes: Positive = 1_048_576
     engine_shutdown_timeout_s: PositiveFloat = 30.0

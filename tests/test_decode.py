@@ -49,7 +49,8 @@ def test_arbitrary_json_never_escapes(value: object, topic: str) -> None:
     assert len(out.entries) + len(out.rejects) == elements
 
 
-@pytest.mark.parametrize(("name", "topic", "kind"), [("logs.jsonl", "apm.logs", LOG), ("spans.jsonl", "apm.spans", SPAN)])
+@pytest.mark.parametrize(("name", "topic", "kind"),
+                         [("logs.jsonl", "apm.logs", LOG), ("spans.jsonl", "apm.spans", SPAN)])
 def test_valid_samples_are_stored(name: str, topic: str, kind: int) -> None:
     d = decoder()
     for offset, value in enumerate(lines(name)):

@@ -85,7 +85,7 @@ def test_a_stream_is_stored_exactly_once(engine_settings: Settings, env: dict[st
 
 
 def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Settings, env: dict[str, str],
-                                                        engines: list, tmp_path: Path) -> None:
+                                                        engines: list, tmp_path: Path, stack: LocalStack) -> None:
     sent = produce(engine_settings, records(30_000, seed=12))
     store = Store(engine_settings)
     first = EngineProcess(env, tmp_path / "engine-1.log").start()
@@ -95,7 +95,8 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Setting
         time.sleep(0.2)
     first.kill9()
     stored_at_kill = store.count("logs-apm")
-    second = EngineProcess(env, tmp_path / "engine-2.log").start()  # static membership: takes the seats at once
+    stack.restart_kafka()  # stands in for the session expiry of the dead members
+    second = EngineProcess(env, tmp_path / "engine-2.log").start()
     engines.append(second)
     spans = store.wait_for("traces-apm", sent.valid_spans())
     logs = store.wait_for("logs-apm", sent.valid_logs())

@@ -13,6 +13,7 @@ import pytest
 from common.histogram import exact_percentile
 from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, RollupCell, RollupDoc
 from common.settings import load_settings
+from common.stack import LocalStack
 from common.topics import create_topics
 from common.traffic import generate
 from tests.harness import EngineProcess, Store, produce
@@ -56,7 +57,7 @@ def rollup_cells(store: Store, scope: str) -> dict[Key, RollupCell]:
 
 
 def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: dict[str, str], unique: str,
-                                                                 tmp_path: Path) -> None:
+                                                                 tmp_path: Path, stack: LocalStack) -> None:
     env = {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
            "ROLLUP_FLUSH_INTERVAL_MS": "500", "ROLLUP_GRACE_MS": "5000"}
     settings = load_settings(env)
@@ -72,6 +73,7 @@ def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: d
         while store.count("traces-apm") < 4000 and time.monotonic() < deadline:
             time.sleep(0.2)
         first.kill9()
+        stack.restart_kafka()  # stands in for the session expiry of the dead members
         second = EngineProcess(env, tmp_path / "engine-2.log").start()
         produce(settings, stream[10_000:])
         late = [r for hours_ago in (10 / 60, 1.5, 6)
