@@ -25,6 +25,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     environment: str  # normalized, for the `environment` filter
     frame: bytes  # RFC 6455 text frame holding the JSON ErrorEvent
     payload: dict[str, Any]  # the ErrorEvent as builtins, for Socket.IO `error-log`
+    read_at: float = 0.0  # monotonic time the feed read it, for the in-bridge delay histogram
 
 
 class Malformed(msgspec.Struct, frozen=True):
@@ -51,7 +52,7 @@ class RecordDecoder:
         self._decoder = msgspec.json.Decoder(ErrorTopicRecord)
         self._encoder = msgspec.json.Encoder()
 
-    def decode(self, value: bytes | None) -> Delivery | Malformed:
+    def decode(self, value: bytes | None, read_at: float = 0.0) -> Delivery | Malformed:
         if not value:
             return Malformed("empty record")
         try:
@@ -66,4 +67,5 @@ class RecordDecoder:
             environment=normalize_environment(event.environment),
             frame=text_frame(self._encoder.encode(event)),
             payload=msgspec.to_builtins(event),
+            read_at=read_at,
         )

@@ -139,14 +139,15 @@ class ErrorFeed:
 
     def _poll(self, consumer: Any) -> None:
         messages = consumer.consume(num_messages=BATCH_MAX, timeout=POLL_TIMEOUT_S)
+        read_at = self._clock()
         deliveries: list[Delivery] = []
         for message in messages:
-            delivery = self._decode(message)
+            delivery = self._decode(message, read_at)
             if delivery is not None:
                 deliveries.append(delivery)
         self._hub.publish(deliveries)
 
-    def _decode(self, message: Message) -> Delivery | None:
+    def _decode(self, message: Message, read_at: float) -> Delivery | None:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -155,7 +156,7 @@ class ErrorFeed:
                 log.warning("consumer error: %s", error)
             return None
         self._next_offsets[message.partition()] = message.offset() + 1
-        result = self._decoder.decode(message.value())
+        result = self._decoder.decode(message.value(), read_at)
         if isinstance(result, Malformed):
             self._skip(message, result)
             return None

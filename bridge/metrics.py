@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 PROTOCOLS = ("websocket", "socketio")
+DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class BridgeMetrics:
@@ -32,6 +33,9 @@ class BridgeMetrics:
                                 registry=r)
         self.malformed = Counter("panopticon_bridge_malformed", "Topic records skipped as malformed",
                                  registry=r)
+        self.delay = Histogram("panopticon_bridge_delivery_delay_seconds",
+                               "From reading an error off the topic to writing it to a client (per write)",
+                               buckets=DELAY_BUCKETS, registry=r)
         self.consumer_lag = Gauge("panopticon_bridge_consumer_lag", "Records on the topic not yet read",
                                   registry=r)
         for protocol in PROTOCOLS:

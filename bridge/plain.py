@@ -91,6 +91,7 @@ class PlainSession:
             self._sock.write(b"".join(d.frame for d in batch))
             self._subscriber.delivered += len(batch)
             self._metrics.delivered.inc(len(batch))
+            self._metrics.delay.observe(self._clock() - batch[0].read_at)
         return self._ping()
 
     def _ping(self) -> str | None:

@@ -100,6 +100,7 @@ class SocketIOSide:
             subscriber.delivered += 1
         if batch:
             self._metrics.delivered.inc(len(batch))
+            self._metrics.delay.observe(self._clock() - batch[0].read_at)
 
     def _backlog(self, sid: str) -> int:
         eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")

@@ -209,16 +209,16 @@ class ErrorProducer:
         self.sent_at: dict[str, float] = {}
 
     def error(self, message: str, service: str = "checkout", environment: str = "production",
-              **extra: Any) -> dict[str, Any]:
+              key: str | None = None, **extra: Any) -> dict[str, Any]:
         doc = {"@timestamp": "2024-05-01T10:00:00.123Z", "ingested_at": "2024-05-01T10:00:00.200Z",
                "type": "log", "service_name": service, "environment": environment, "level": "ERROR",
                "message": message, **extra}
-        self.raw(json.dumps(doc).encode())
+        self.raw(json.dumps(doc).encode(), key)
         self.sent_at[message] = time.monotonic()
         return doc
 
-    def raw(self, value: bytes | None) -> None:
-        self._producer.produce(self._topic, value)
+    def raw(self, value: bytes | None, key: str | None = None) -> None:
+        self._producer.produce(self._topic, value, key)
         self._producer.poll(0)
 
     def flush(self) -> None:
@@ -379,8 +379,8 @@ def test_replay_gives_the_last_errors_oldest_first(start_bridge: Callable[..., R
     bridge = start_bridge(ERROR_STREAM_REPLAY="5")
     producer = ErrorProducer(error_settings)
     for i in range(8):
-        producer.error(f"old {i}", service="svc")
-        producer.flush()  # one at a time: order on the topic is the order produced
+        producer.error(f"old {i}", service="svc", key="one-partition")  # arrival order = produced order
+    producer.flush()
     bridge.wait_metric("panopticon_bridge_relayed_total", lambda v: v == 8)
     late = PlainReader(bridge.ws_url)
     filtered = PlainReader(f"{bridge.ws_url}?service=nobody")
@@ -445,7 +445,7 @@ def test_a_client_that_never_reads_does_not_delay_the_others_and_is_disconnected
     assert bridge.metrics()["panopticon_bridge_dropped_total"] > 0  # all of it the stuck client's
     for reader in fast:
         wait_for(lambda r=reader: len(r.received) >= len(messages),
-                 what=f"fast clients: {[len(f.received) for f in fast]}\n{bridge.log()}")
+                 what=f"fast clients: {[len(f.received) for f in fast]} {bridge.metrics()}")
         latencies = sorted(at - producer.sent_at[event["message"]] for at, event in reader.received)
         assert len(latencies) == len(messages)
         assert latencies[int(len(latencies) * 0.99)] < 1.0, latencies[-10:]

@@ -1,0 +1,461 @@
+"""Benchmark of the live error feed: delivery latency, CPU and memory of one bridge process.
+
+    python -m benchmarks.bench_bridge            # 100 and 1,000 clients, 200 errors/s for 30 s each
+    python -m benchmarks.bench_bridge --quick    # 8 s per phase
+
+Starts its own local stack (free ports) and a bridge (`python -m common.cli bridge`), then for each client
+count: connects that many real WebSocket clients (TCP + RFC 6455 handshake; load processes of up to 500
+clients each, one selector loop per process, so the load side stays cheap enough to share two cores with
+the bridge), produces errors at a fixed rate to the error topic, and measures, per received frame, the time
+from produce to receipt. Prints a table and appends one JSON line per figure to
+benchmarks/results/latest.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from common.clients import consumer_config, producer_config
+from common.settings import Settings, load_settings
+from common.stack import LocalStack, free_port
+from common.topics import create_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "latest.jsonl"
+CLIENTS_PER_LOADER = 500
+HIST_MS = 20_000
+MARK = b'"bench_sent":'
+SEQ = b'"bench_seq":'
+PONG = b"\x8a\x80\x00\x00\x00\x00"  # masked (zero key), empty
+
+
+# ---------------------------------------------------------------- load side (a separate process)
+
+def _handshake(host: str, port: int, path: str) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection((host, port), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Origin: http://bench.local\r\n\r\n").encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        answer += chunk
+    head, rest = answer.split(b"\r\n\r\n", 1)
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+    sock.setblocking(False)
+    return sock, rest
+
+
+class Reader:
+    """Frames of one connection; latency of each error from its `bench_sent` label."""
+
+    __slots__ = ("sock", "buf", "closed")
+
+    def __init__(self, sock: socket.socket, rest: bytes) -> None:
+        self.sock = sock
+        self.buf = bytearray(rest)
+        self.closed = False
+
+    def feed(self, now: float, hist: list[int], last: dict[int, float]) -> int:
+        buf = self.buf
+        pos = received = 0
+        size = len(buf)
+        while size - pos >= 2:
+            length = buf[pos + 1] & 0x7F
+            header = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                header = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                header = 10
+            end = pos + header + length
+            if end > size:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode == 1:
+                at = buf.find(MARK, pos + header, end)
+                if at >= 0:
+                    start = at + len(MARK)
+                    stop = start
+                    while buf[stop] not in b",}":
+                        stop += 1
+                    latency_ms = int((now - float(buf[start:stop])) * 1000)
+                    hist[min(max(latency_ms, 0), HIST_MS - 1)] += 1
+                    received += 1
+                    at = buf.find(SEQ, pos + header, end) + len(SEQ)
+                    seq = int(buf[at:buf.find(b",", at)])
+                    last[seq] = now
+            elif opcode == 9:
+                self.sock.sendall(PONG)
+            elif opcode == 8:
+                self.closed = True
+            pos = end
+        del buf[:pos]
+        return received
+
+
+def load_worker(url: str, clients: int) -> None:
+    host_port, _, path = url.removeprefix("ws://").partition("/")
+    host, _, port = host_port.partition(":")
+    readers = [Reader(*_handshake(host, int(port), "/" + path)) for _ in range(clients)]
+    selector = selectors.DefaultSelector()
+    for reader in readers:
+        selector.register(reader.sock, selectors.EVENT_READ, reader)
+    selector.register(sys.stdin, selectors.EVENT_READ, None)
+    print("ready", flush=True)
+    hist = [0] * HIST_MS
+    last: dict[int, float] = {}
+    received = 0
+    running = True
+    while running:
+        for key, _ in selector.select(1.0):
+            reader = key.data
+            if reader is None:
+                running = False
+                sys.stdin.readline()
+                break
+            try:
+                chunk = reader.sock.recv(262144)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                reader.closed = True
+                selector.unregister(reader.sock)
+                continue
+            reader.buf += chunk
+            received += reader.feed(time.time(), hist, last)
+    closed = sum(r.closed for r in readers)
+    for reader in readers:
+        reader.sock.close()
+    cpu = psutil.Process().cpu_times()
+    print(json.dumps({"hist": hist, "last": last, "received": received, "closed": closed,
+                      "cpu_s": cpu.user + cpu.system}), flush=True)
+
+
+# ---------------------------------------------------------------- orchestration
+
+class BridgeUnderTest:
+    def __init__(self, env: dict[str, str], log_path: Path, max_clients: int) -> None:
+        self.port = int(env["ERROR_STREAM_PORT"])
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1",
+             "--max-clients", str(max_clients)],
+            env={**os.environ, **env}, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the bridge exited at start")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError("the bridge did not become healthy")
+
+    def processes(self) -> list[psutil.Process]:
+        parent = psutil.Process(self.process.pid)
+        return [parent, *parent.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes())
+
+    def worker_peak_rss_mb(self) -> float:
+        worker = self.processes()[-1]
+        for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return worker.memory_info().rss / 2**20
+
+    def gauge(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def delay_buckets(self) -> dict[float, float]:
+        """Cumulative counts of the bridge's own delay histogram (topic read -> client write), by bound."""
+        prefix = 'panopticon_bridge_delivery_delay_seconds_bucket{le="'
+        buckets = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(prefix):
+                    bound = line[len(prefix):].split('"', 1)[0]
+                    buckets[math.inf if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+        return buckets
+
+    def wait_clients(self, count: int, timeout_s: float = 60.0) -> None:
+        name = 'panopticon_bridge_clients{protocol="websocket"}'
+        deadline = time.monotonic() + timeout_s
+        while self.gauge(name) != count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} clients, the bridge has {self.gauge(name):.0f}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def _error_doc(seq: int) -> bytes:
+    doc = {"@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "ingested_at": "x",
+           "type": "log", "service_name": f"checkout-{seq % 7}", "environment": "production",
+           "level": "ERROR", "message": f"payment provider timeout after 3 retries (order {seq:08d})",
+           "trace_id": f"{seq:032x}", "span_id": f"{seq:016x}", "http_method": "POST",
+           "http_path": "/api/v1/payments", "http_status_code": 504,
+           "labels": {"region": "eu-west-1", "bench_seq": seq, "bench_sent": time.time()}}
+    return json.dumps(doc).encode()
+
+
+def produce(producer: Producer, topic: str, rate: int, duration_s: float) -> int:
+    interval = 1.0 / rate
+    count = int(rate * duration_s)
+    start = time.monotonic()
+    for seq in range(count):
+        delay = start + seq * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        producer.produce(topic, _error_doc(seq))
+        producer.poll(0)
+    producer.flush(30)
+    return count
+
+
+def _bucket_percentile(before: dict[float, float], after: dict[float, float], fraction: float) -> float:
+    """Upper bound (ms) of the histogram bucket holding the percentile, over the phase."""
+    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    if not counts or counts[-1][1] == 0:
+        return math.nan
+    target = counts[-1][1] * fraction
+    return next(bound * 1000 for bound, n in counts if n >= target)
+
+
+def _percentile(hist: list[int], fraction: float) -> float:
+    total = sum(hist)
+    if not total:
+        return math.nan
+    target = math.ceil(total * fraction)
+    seen = 0
+    for ms, n in enumerate(hist):
+        seen += n
+        if seen >= target:
+            return float(ms)
+    return float(len(hist))
+
+
+class KafkaBaseline(threading.Thread):
+    """A plain consumer next to the bridge: when each error became readable from Kafka."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self._topic = settings.kafka_apm_log_error_topic
+        self._consumer = Consumer(consumer_config(settings, f"bench-baseline-{os.getpid()}", "bench-baseline"))
+        partitions = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic].partitions
+        self._consumer.assign([
+            TopicPartition(self._topic, p, self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, p), timeout=10)[1]) for p in partitions])
+        self._halt = threading.Event()
+        self.readable_at: dict[int, float] = {}
+        self.hist = [0] * HIST_MS
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is None:
+                    now = time.time()
+                    labels = json.loads(message.value())["labels"]
+                    self.readable_at[labels["bench_seq"]] = now
+                    self.hist[min(int((now - labels["bench_sent"]) * 1000), HIST_MS - 1)] += 1
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of the bridge worker, sampled while a phase runs."""
+
+    def __init__(self, bridge: BridgeUnderTest) -> None:
+        super().__init__(daemon=True)
+        self._bridge = bridge
+        self._halt = threading.Event()
+        self.peak_mb = 0.0
+
+    def run(self) -> None:
+        while not self._halt.wait(0.2):
+            rss = sum(p.memory_info().rss for p in self._bridge.processes()[1:]) / 2**20
+            self.peak_mb = max(self.peak_mb, rss)
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join()
+        return self.peak_mb
+
+
+def run_phase(bridge: BridgeUnderTest, producer: Producer, settings: Settings, clients: int, rate: int,
+              duration_s: float) -> dict[str, Any]:
+    topic = settings.kafka_apm_log_error_topic
+    url = f"ws://127.0.0.1:{bridge.port}/ws/error-logs"
+    loaders = []
+    for first in range(0, clients, CLIENTS_PER_LOADER):
+        count = min(CLIENTS_PER_LOADER, clients - first)
+        loaders.append(subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_bridge", "--load-worker", url, "--clients", str(count)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for loader in loaders:
+        assert loader.stdout is not None
+        if loader.stdout.readline().strip() != "ready":
+            raise RuntimeError("a load process failed to connect its clients")
+    bridge.wait_clients(clients)
+    time.sleep(1.0)
+    sampler = Sampler(bridge)
+    sampler.start()
+    baseline = KafkaBaseline(settings)
+    baseline.start()
+    cpu_before = bridge.cpu_seconds()
+    delay_before = bridge.delay_buckets()
+    produced = produce(producer, topic, rate, duration_s)
+    time.sleep(2.0)
+    cpu = bridge.cpu_seconds() - cpu_before
+    delay_after = bridge.delay_buckets()
+    peak = sampler.stop()
+    baseline.stop()
+    hist = [0] * HIST_MS
+    last: dict[int, float] = {}
+    received = closed = 0
+    loader_cpu = 0.0
+    for loader in loaders:
+        out, _ = loader.communicate("stop\n", timeout=60)
+        result = json.loads(out.strip().splitlines()[-1])
+        hist = [a + b for a, b in zip(hist, result["hist"], strict=True)]
+        received += result["received"]
+        for seq, at in result["last"].items():
+            last[int(seq)] = max(at, last.get(int(seq), 0.0))
+        closed += result["closed"]
+        loader_cpu += result["cpu_s"]
+    bridge.wait_clients(0)
+    fan_out = [0] * HIST_MS  # from readable in Kafka to received by the last client
+    for seq, at in last.items():
+        if seq in baseline.readable_at:
+            fan_out[min(max(int((at - baseline.readable_at[seq]) * 1000), 0), HIST_MS - 1)] += 1
+    return {"kafka_p50_ms": _percentile(baseline.hist, 0.50), "kafka_p99_ms": _percentile(baseline.hist, 0.99),
+            "fanout_p50_ms": _percentile(fan_out, 0.50), "fanout_p99_ms": _percentile(fan_out, 0.99),
+            "inbridge_p50_ms": _bucket_percentile(delay_before, delay_after, 0.50),
+            "inbridge_p99_ms": _bucket_percentile(delay_before, delay_after, 0.99),
+            "clients": clients, "produced": produced, "received": received,
+            "delivered_pct": 100.0 * received / (produced * clients), "closed": closed,
+            "p50_ms": _percentile(hist, 0.50), "p99_ms": _percentile(hist, 0.99),
+            "max_ms": _percentile(hist, 1.0), "cpu_s": cpu, "cpu_pct": 100.0 * cpu / (duration_s + 2.0),
+            "peak_rss_mb": peak, "loader_cpu_s": loader_cpu}
+
+
+def report(rows: list[dict[str, Any]], rate: int, duration_s: float) -> None:
+    print(f"\nbridge benchmark: {rate} errors/s for {duration_s:.0f}s, {os.cpu_count()} CPUs, "
+          "one bridge process (gunicorn gthread), plain WebSocket clients")
+    print("latency ms: produce -> client receipt (every frame); kafka: produce -> readable by a plain consumer;\n"
+          "  fan-out: readable (plain consumer) -> received by the LAST client, per error;\n"
+          "  in-bridge: bridge read it off the topic -> written to the client, per write (histogram bucket bound)")
+    print(f"{'clients':>7} {'p50':>6} {'p99':>6} {'max':>6} {'kafka p50':>9} {'kafka p99':>9} {'fan-out p50':>11} "
+          f"{'fan-out p99':>11} {'in-bridge p50':>13} {'in-bridge p99':>13} {'delivered':>9}"
+          f" {'CPU s':>6} {'CPU %':>5} {'RSS MB':>6} {'load CPU s':>10}")
+    for r in rows:
+        print(f"{r['clients']:>7} {r['p50_ms']:>6.0f} {r['p99_ms']:>6.0f} {r['max_ms']:>6.0f} "
+              f"{r['kafka_p50_ms']:>9.0f} {r['kafka_p99_ms']:>9.0f} {r['fanout_p50_ms']:>11.0f} "
+              f"{r['fanout_p99_ms']:>11.0f} {'<=' + format(r['inbridge_p50_ms'], 'g'):>13} "
+              f"{'<=' + format(r['inbridge_p99_ms'], 'g'):>13} {r['delivered_pct']:>8.2f}% "
+              f"{r['cpu_s']:>6.1f} {r['cpu_pct']:>4.0f}% "
+              f"{r['peak_rss_mb']:>6.0f} {r['loader_cpu_s']:>10.1f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    figures = [("delivery_latency_p50", "p50_ms", "ms"), ("delivery_latency_p99", "p99_ms", "ms"),
+               ("delivery_latency_max", "max_ms", "ms"), ("kafka_latency_p50", "kafka_p50_ms", "ms"),
+               ("kafka_latency_p99", "kafka_p99_ms", "ms"), ("fanout_latency_p50", "fanout_p50_ms", "ms"),
+               ("fanout_latency_p99", "fanout_p99_ms", "ms"), ("inbridge_delay_p50_max", "inbridge_p50_ms", "ms"),
+               ("inbridge_delay_p99_max", "inbridge_p99_ms", "ms"), ("delivered", "delivered_pct", "%"),
+               ("cpu", "cpu_s", "s"), ("peak_rss", "peak_rss_mb", "MB")]
+    with RESULTS.open("a") as out:
+        for r in rows:
+            conditions = {"clients": r["clients"], "errors_per_s": rate, "duration_s": duration_s,
+                          "cpus": os.cpu_count(), "server": "gunicorn gthread", "protocol": "websocket",
+                          "errors_produced": r["produced"]}
+            for name, key, unit in figures:
+                out.write(json.dumps({"name": f"bridge.{name}", "value": round(r[key], 3), "unit": unit,
+                                      "conditions": conditions}) + "\n")
+    print(f"appended to {RESULTS.relative_to(ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_bridge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 s per phase instead of 30 s")
+    parser.add_argument("--clients", default="100,1000", help="comma list of client counts")
+    parser.add_argument("--rate", type=int, default=200, help="errors per second")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per phase")
+    parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.load_worker:
+        load_worker(args.load_worker, int(args.clients))
+        return 0
+    duration = args.duration or (8.0 if args.quick else 30.0)
+    counts = [int(c) for c in args.clients.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
+        stack = LocalStack(str(Path(tmp) / "stack"), free_port(), free_port()).start()
+        bridge = None
+        try:
+            env = {**stack.env(), "KAFKA_APM_LOG_ERROR_TOPIC": "bench.logs.error",
+                   "ERROR_STREAM_PORT": str(free_port()), "ERROR_STREAM_REPLAY": "0", "LOG_LEVEL": "WARNING"}
+            settings = load_settings(env)
+            create_topics(settings, partitions=4)
+            bridge = BridgeUnderTest(env, Path(tmp) / "bridge.log", max(counts) + 100)
+            bridge.wait_healthy()
+            producer = Producer(producer_config(settings, "bench-bridge"))
+            rows = []
+            for count in counts:
+                print(f"phase: {count} clients, {args.rate} errors/s for {duration:.0f}s ...", flush=True)
+                rows.append(run_phase(bridge, producer, settings, count, args.rate, duration))
+            report(rows, args.rate, duration)
+        finally:
+            if bridge is not None:
+                bridge.stop()
+            stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
