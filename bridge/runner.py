@@ -7,6 +7,7 @@ clients. The Bridge (threads, Kafka consumer) is built in the worker, after the 
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -58,6 +59,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 class BridgeWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         threading.stack_size(THREAD_STACK_BYTES)  # thousands of connection threads
+        sys.setswitchinterval(0.0005)
         super().init_process()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
