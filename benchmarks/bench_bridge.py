@@ -156,8 +156,11 @@ def load_worker(url: str, clients: int) -> None:
     for reader in readers:
         reader.sock.close()
     cpu = psutil.Process().cpu_times()
-    print(json.dumps({"hist": hist, "last": last, "received": received, "closed": closed,
-                      "cpu_s": cpu.user + cpu.system}), flush=True)
+    try:
+        print(json.dumps({"hist": hist, "last": last, "received": received, "closed": closed,
+                          "cpu_s": cpu.user + cpu.system}), flush=True)
+    except BrokenPipeError:  # the orchestrator gave up on this phase
+        pass
 
 
 # ---------------------------------------------------------------- orchestration
@@ -324,7 +327,10 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.wait(0.2):
-            rss = sum(p.memory_info().rss for p in self._bridge.processes()[1:]) / 2**20
+            try:
+                rss = sum(p.memory_info().rss for p in self._bridge.processes()[1:]) / 2**20
+            except psutil.Error:
+                continue
             self.peak_mb = max(self.peak_mb, rss)
 
     def stop(self) -> float:
