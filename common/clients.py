@@ -27,7 +27,7 @@ def kafka_base(settings: Settings, client_id: str) -> dict[str, Any]:
 
 def _msk_iam(settings: Settings) -> dict[str, Any]:
     try:
-        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider  # type: ignore[import-not-found]
+        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
     except ImportError as exc:  # pragma: no cover - optional extra
         raise RuntimeError("KAFKA_MSK_IAM=true needs the 'msk' extra: pip install 'panopticon[msk]'") from exc
 

@@ -33,7 +33,7 @@ class Batch:
     seq: int
     block: Block | None
     opened_ms: int
-    starts: array = field(default_factory=lambda: array("Q"))
+    starts: array[int] = field(default_factory=lambda: array("Q"))
     items: list[Item] = field(default_factory=list)
     error_items: list[int] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit

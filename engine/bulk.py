@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import urllib3
@@ -91,7 +91,7 @@ class BulkClient:
     def send(self, body: bytes | memoryview) -> BulkAnswer | None:
         """None when every item succeeded; the full answer otherwise. Raises TransientError."""
         try:
-            answer = self._pool.request("POST", self._url, body=body, preload_content=True)
+            answer = self._pool.request("POST", self._url, body=cast(Any, body), preload_content=True)
         except urllib3.exceptions.HTTPError as exc:
             raise TransientError(f"search cluster unreachable: {exc}") from exc
         if answer.status in RETRY_STATUS:

@@ -58,6 +58,10 @@ class CommitTracker:
                 out[tp] = (offset, metadata)
         return out
 
+    def position(self, topic: str, partition: int) -> int | None:
+        """The last committed offset of a partition (None before the first commit)."""
+        return self._committed.get((topic, partition))
+
     def committed(self, positions: dict[TopicPartition, tuple[int, str | None]]) -> None:
         for tp, (offset, _) in positions.items():
             if offset > self._committed.get(tp, -1):

@@ -108,3 +108,51 @@ class CounterTable:
         self.slots.clear()
         self._all.release()
         self.segment.close()
+
+
+MAX_PARTITIONS = 256  # per input topic; higher partitions are not reported
+
+
+class LagTable:
+    """Consumer lag per input partition (high watermark - committed), written by the partition's owner."""
+
+    def __init__(self, segment: Segment, topics: tuple[str, ...]) -> None:
+        self.segment = segment
+        self.topics = topics
+        self._rows = segment.buf.cast("q")  # [owner slot + 1, lag] per (topic, partition)
+
+    @classmethod
+    def create(cls, name: str, topics: tuple[str, ...]) -> LagTable:
+        return cls(Segment(name, len(topics) * MAX_PARTITIONS * 16), topics)
+
+    def _row(self, topic: str, partition: int) -> int | None:
+        if topic not in self.topics or not 0 <= partition < MAX_PARTITIONS:
+            return None
+        return (self.topics.index(topic) * MAX_PARTITIONS + partition) * 2
+
+    def set(self, slot: int, topic: str, partition: int, lag: int) -> None:
+        row = self._row(topic, partition)
+        if row is not None:
+            self._rows[row] = slot + 1
+            self._rows[row + 1] = lag
+
+    def clear(self, slot: int, topic: str | None = None, partition: int | None = None) -> None:
+        """Forget what a worker reported: one partition, or all of its rows."""
+        for row in range(0, len(self._rows), 2):
+            if self._rows[row] == slot + 1:
+                index = row // 2
+                if topic is None or (self.topics[index // MAX_PARTITIONS] == topic
+                                     and index % MAX_PARTITIONS == partition):
+                    self._rows[row] = 0
+
+    def items(self) -> list[tuple[str, int, int]]:
+        out = []
+        for row in range(0, len(self._rows), 2):
+            if self._rows[row]:
+                index = row // 2
+                out.append((self.topics[index // MAX_PARTITIONS], index % MAX_PARTITIONS, int(self._rows[row + 1])))
+        return out
+
+    def close(self) -> None:
+        self._rows.release()
+        self.segment.close()

@@ -75,6 +75,12 @@ class EngineCollector(Collector):
                                   value=sum(s.restarts for s in sup.slots))
         workers = GaugeMetricFamily(P + "workers", "Live worker processes", value=len(sup.live()))
         yield workers
+        if sup.lag is not None:
+            lag = GaugeMetricFamily(P + "consumer_lag", "High watermark minus committed offset, per partition",
+                                    labels=["topic", "partition"])
+            for topic, partition, value in sup.lag.items():
+                lag.add_metric([topic, str(partition)], value)
+            yield lag
         paused = GaugeMetricFamily(P + "paused", "1 while a worker has paused fetching", labels=["worker"])
         for slot in sup.slots:
             paused.add_metric([str(slot.index)], sup.counters.slots[slot.index].get(C.paused))

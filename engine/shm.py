@@ -23,7 +23,7 @@ def segment_name(kind: str, index: int) -> str:
 
 def remove_stale_segments() -> list[str]:
     """Unlink segments left by a supervisor that no longer runs (its pid is in the name)."""
-    removed = []
+    removed: list[str] = []
     if not SHM_DIR.is_dir():
         return removed
     for path in SHM_DIR.glob(f"{PREFIX}*"):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.settings import Settings
-from engine.counters import C, CounterTable
+from engine.counters import C, CounterTable, LagTable
 from engine.shm import BlockPool, remove_stale_segments, segment_name
 from engine.throughput import ThroughputLog
 from engine.worker import EXIT_BOOT_FAILURE, now_ms, run_worker
@@ -58,6 +58,7 @@ class Supervisor:
         self.halt_code: int | None = None
         self.instance = settings.engine_instance_id or socket.gethostname()
         self.counters: CounterTable | None = None
+        self.lag: LagTable | None = None
         self.deadline = 0.0
         self._pipe: tuple[int, int] | None = None
 
@@ -71,6 +72,7 @@ class Supervisor:
         if stale:
             log.info("removed %d shared-memory segments left by a dead supervisor", len(stale))
         self.counters = CounterTable.create(segment_name("counters", 0), self.workers)
+        self.lag = LagTable.create(segment_name("lag", 0), self.settings.input_topics)
         for i in range(self.workers):
             pool = BlockPool.create(segment_name("blocks", i), self.block_size(), self.settings.engine_shm_blocks)
             self.slots.append(WorkerSlot(i, pool))
@@ -196,6 +198,8 @@ class Supervisor:
     def worker_exited(self, slot: WorkerSlot, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         slot.pid = 0
+        if self.lag is not None:
+            self.lag.clear(slot.index)
         if code == EXIT_BOOT_FAILURE:
             log.error("worker %d failed to boot: halting the engine", slot.index)
             self.halt_code = EXIT_BOOT_FAILURE
@@ -232,7 +236,7 @@ class Supervisor:
         try:
             self.init_child(parent)
             instance = f"{self.settings.engine_group_id}-{self.instance}-w{slot.index}"
-            code = run_worker(self.settings, slot.index, slot.pool, counters,
+            code = run_worker(self.settings, slot.index, slot.pool, counters, self.lag,
                               instance if self.settings.engine_static_membership else None)
         except BaseException:
             log.exception("worker %d crashed", slot.index)
@@ -290,4 +294,8 @@ class Supervisor:
             self.counters.close()
             self.counters.segment.unlink()
             self.counters = None
+        if self.lag is not None:
+            self.lag.close()
+            self.lag.segment.unlink()
+            self.lag = None
         log.info("engine stopped")

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -24,7 +24,7 @@ from common.settings import Settings
 from engine.batch import LOG, ROLLUP, SPAN, Batch, Item
 from engine.bulk import Flusher, FlushResult, dead_letter_value
 from engine.commit import CommitPolicy, CommitTracker
-from engine.counters import C, CounterSlot
+from engine.counters import C, CounterSlot, LagTable
 from engine.decode import Decoded, RecordDecoder
 from engine.dlq import DeadLetters
 from engine.rollups import RollupStage
@@ -42,11 +42,12 @@ def now_ms() -> int:
 
 class Worker:
     def __init__(self, settings: Settings, slot: int, pool: BlockPool, counters: CounterSlot,
-                 instance_id: str | None = None) -> None:
+                 lag: LagTable | None = None, instance_id: str | None = None) -> None:
         self.settings = settings
         self.slot = slot
         self.pool = pool
         self.counters = counters
+        self.lag = lag
         self.instance_id = instance_id
         self.stopping = False
         self.fast_stop = False
@@ -160,7 +161,8 @@ class Worker:
         if error is not None:
             self._consumer_error(error)
             return True
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        topic, partition = cast(str, message.topic()), cast(int, message.partition())
+        offset = cast(int, message.offset())
         if (topic, partition) not in self.assigned:
             return True  # revoked while held: the new owner reads it again
         kind = self.decoder.kind_of(topic)
@@ -361,6 +363,17 @@ class Worker:
         if self.policy.should_commit(now, self._last_commit):
             self._last_commit = now
             self.commit(sync=False)
+            self.report_lag()
+
+    def report_lag(self) -> None:
+        """High watermark (as last fetched) minus the committed position, per owned partition."""
+        if self.lag is None:
+            return
+        for topic, partition in self.assigned:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            position = self.tracker.position(topic, partition)
+            if high >= 0 and position is not None:
+                self.lag.set(self.slot, topic, partition, max(0, high - position))
 
     def commit(self, sync: bool, only: set[tuple[str, int]] | None = None) -> None:
         due = self.tracker.due(only if only is not None else self.assigned, self.rollups.position)
@@ -368,7 +381,10 @@ class Worker:
             return
         offsets = [TopicPartition(t, p, o, m or "") for (t, p), (o, m) in due.items()]
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+            if sync:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
             self.tracker.committed(due)
         except KafkaException as exc:
             log.warning("commit failed (%s); will retry", exc)
@@ -427,6 +443,9 @@ class Worker:
 
     def _leave(self, gone: set[tuple[str, int]]) -> None:
         self.assigned -= gone
+        if self.lag is not None:
+            for topic, partition in gone:
+                self.lag.clear(self.slot, topic, partition)
         self.tracker.forget(gone)
         for tp in gone:
             self.rollups.forget(tp)
@@ -440,11 +459,11 @@ class Worker:
         log.warning("consumer: %s", error)
 
 
-def run_worker(settings: Settings, slot: int, pool: BlockPool, counters: CounterSlot,
+def run_worker(settings: Settings, slot: int, pool: BlockPool, counters: CounterSlot, lag: LagTable | None,
                instance_id: str | None) -> int:
     """Entry point in the child after fork."""
     try:
-        return Worker(settings, slot, pool, counters, instance_id).run()
+        return Worker(settings, slot, pool, counters, lag, instance_id).run()
     except KafkaException as exc:
         log.error("worker %d: fatal Kafka error: %s", slot, exc)
         return 1

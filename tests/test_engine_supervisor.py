@@ -1,0 +1,193 @@
+"""The supervisor and the group: replaced workers, a second instance, hung workers, shared memory, counters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from common.settings import Settings, load_settings
+from common.stack import LocalStack, free_port
+from common.topics import create_topics
+from common.traffic import generate
+from engine.shm import SHM_DIR
+from tests.harness import EngineProcess, Sent, Store, produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
+    return {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
+            "ENGINE_METRICS_PORT": str(free_port()), "ENGINE_WORKER_TIMEOUT_S": "5"}
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    settings = load_settings(env)
+    create_topics(settings, 4)
+    return settings
+
+
+@pytest.fixture
+def engines() -> Iterator[list[EngineProcess]]:
+    started: list[EngineProcess] = []
+    yield started
+    for engine in started:
+        engine.ensure_stopped()
+
+
+def records(count: int, seed: int, invalid_ratio: float = 0.0) -> list:
+    return list(generate(seed=seed, count=count, base_time_ms=int(time.time() * 1000) - 60_000,
+                         invalid_ratio=invalid_ratio))
+
+
+def workers(engine: EngineProcess) -> list[psutil.Process]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = [p for p in psutil.Process(engine.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+        if len(children) >= 2:
+            return children
+        time.sleep(0.2)
+    raise AssertionError("the workers did not start")
+
+
+def wait_until(predicate, timeout_s: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def assert_all_stored(store: Store, sent: Sent, engine: EngineProcess) -> None:
+    spans = store.wait_for("traces-apm", sent.valid_spans())
+    logs = store.wait_for("logs-apm", sent.valid_logs())
+    assert (spans, logs) == (sent.valid_spans(), sent.valid_logs()), engine.log()[-3000:]
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env: dict[str, str], engines: list,
+                                                        tmp_path: Path, stack: LocalStack) -> None:
+    sent = produce(settings, records(12_000, seed=31))
+    store = Store(settings)
+    engine = EngineProcess(env, tmp_path / "engine.log").start()
+    engines.append(engine)
+    victim = workers(engine)[0]
+    assert wait_until(lambda: store.count("logs-apm") > 1000)
+    victim.send_signal(signal.SIGKILL)
+    stack.restart_kafka()  # stands in for the session expiry of the dead member
+    assert wait_until(lambda: "replacing it" in engine.log())
+    assert_all_stored(store, sent, engine)
+    assert engine.log().count("spawned worker") >= 3  # two at start, one replacement
+    assert engine.terminate() == 0
+
+
+def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[str, str], engines: list,
+                                               tmp_path: Path, stack: LocalStack) -> None:
+    sent = produce(settings, records(6_000, seed=32))
+    store = Store(settings)
+    engine = EngineProcess(env, tmp_path / "engine.log").start()
+    engines.append(engine)
+    victim = workers(engine)[1]
+    assert wait_until(lambda: store.count("logs-apm") > 500)
+    victim.send_signal(signal.SIGSTOP)
+    assert wait_until(lambda: "missed its heartbeat" in engine.log(), timeout_s=30), engine.log()[-2000:]
+    assert wait_until(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 10)
+    stack.restart_kafka()
+    assert_all_stored(store, sent, engine)
+    assert engine.terminate() == 0
+
+
+def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: Settings, env: dict[str, str],
+                                                                    engines: list, tmp_path: Path) -> None:
+    sent = produce(settings, records(10_000, seed=33))
+    store = Store(settings)
+    first = EngineProcess({**env, "ENGINE_WORKERS": "1"}, tmp_path / "first.log", workers=1).start()
+    engines.append(first)
+    assert wait_until(lambda: store.count("logs-apm") > 1000)
+    second_env = {**env, "ENGINE_INSTANCE_ID": env["ENGINE_INSTANCE_ID"] + "-b", "ENGINE_METRICS_PORT": "0"}
+    second = EngineProcess(second_env, tmp_path / "second.log", workers=1).start()
+    engines.append(second)
+    assert wait_until(lambda: "assigned [(" in second.log(), 60), second.log()
+    more = produce(settings, records(10_000, seed=34))
+    assert wait_until(lambda: "revoked" in first.log(), 60)
+    assert second.terminate() == 0  # it leaves the group: the first takes its partitions back
+    assert wait_until(lambda: first.log().count("assigned [(") >= 2, 60), first.log()[-2000:]
+    last = produce(settings, records(4_000, seed=35))
+    total = Sent(sent.records + more.records + last.records)
+    assert_all_stored(store, total, first)
+    assert first.terminate() == 0
+
+
+def segments(pid: int) -> list[str]:
+    return [p.name for p in SHM_DIR.glob(f"panopticon-{pid}-*")]
+
+
+def test_no_shared_memory_survives_a_clean_stop_or_a_kill_9(settings: Settings, env: dict[str, str],
+                                                            engines: list, tmp_path: Path) -> None:
+    engine = EngineProcess(env, tmp_path / "a.log").start()
+    engines.append(engine)
+    workers(engine)
+    assert segments(engine.pid), "the supervisor creates its segments in /dev/shm"
+    assert engine.terminate() == 0
+    assert segments(engine.pid) == []
+
+    crashed = EngineProcess(env, tmp_path / "b.log").start()
+    engines.append(crashed)
+    workers(crashed)
+    os.kill(crashed.pid, signal.SIGKILL)  # the supervisor alone; its workers follow it (PDEATHSIG)
+    assert crashed.process is not None
+    crashed.process.wait(10)
+    restarted = EngineProcess(env, tmp_path / "c.log").start()
+    engines.append(restarted)
+    workers(restarted)
+    assert segments(crashed.pid) == []
+    assert restarted.terminate() == 0
+    assert segments(restarted.pid) == []
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"{name} {labels} not in metrics")
+
+
+def test_counters_equal_what_was_sent_stored_and_dead_lettered(settings: Settings, env: dict[str, str],
+                                                              engines: list, tmp_path: Path) -> None:
+    sent = produce(settings, records(8_000, seed=36, invalid_ratio=0.03))
+    store = Store(settings)
+    engine = EngineProcess(env, tmp_path / "engine.log").start()
+    engines.append(engine)
+    assert_all_stored(store, sent, engine)
+    dead = read_topic(settings, settings.kafka_apm_dlq_topic)
+    url = f"http://127.0.0.1:{env['ENGINE_METRICS_PORT']}/metrics"
+
+    def scrape() -> str:
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+
+    logs, spans = settings.kafka_apm_log_topic, settings.kafka_apm_span_topic
+    assert wait_until(lambda: metric(scrape(), "panopticon_engine_errors_republished_total") == sent.error_logs())
+    text = scrape()
+    assert metric(text, "panopticon_engine_records_total", topic=logs, outcome="consumed") + metric(
+        text, "panopticon_engine_records_total", topic=spans, outcome="consumed") == len(sent.records)
+    assert metric(text, "panopticon_engine_events_total", topic=logs, outcome="stored") == sent.valid_logs()
+    assert metric(text, "panopticon_engine_events_total", topic=spans, outcome="stored") == sent.valid_spans()
+    assert metric(text, "panopticon_engine_events_total", topic=logs, outcome="dlq") + metric(
+        text, "panopticon_engine_events_total", topic=spans, outcome="dlq") == len(dead)
+    assert metric(text, "panopticon_engine_duplicates_total") == 0
+    assert metric(text, "panopticon_engine_bulk_requests_total") > 0
+    for partition in range(4):  # everything committed: the log partitions have no lag left
+        assert wait_until(lambda p=str(partition): metric(scrape(), "panopticon_engine_consumer_lag", topic=logs,
+                                                          partition=p) == 0, 20)
+    assert engine.terminate() == 0
