@@ -1,8 +1,8 @@
 """One connected client: its filters, its bounded queue, and whether it has been told to go.
 
 ``offer`` never blocks (the feed thread calls it for every client); overflow drops the oldest errors.
-``take`` is called by the client's own sending thread and drains everything queued at once, so a client
-that keeps up receives several errors per write.
+``drain`` (the plain-WebSocket sender, never waits) and ``take`` (a Socket.IO client's sending thread, waits
+a little) hand over everything queued at once, so a client that keeps up receives several errors per write.
 """
 
 from __future__ import annotations
@@ -70,6 +70,14 @@ class ClientQueue:
             self._cond.notify()
         return dropped
 
+    def drain(self) -> list[Delivery]:
+        """Everything queued (possibly nothing), without waiting."""
+        with self._cond:
+            batch = list(self._items)
+            self._items.clear()
+            self._full_since = None
+            return batch
+
     def take(self, timeout: float) -> list[Delivery]:
         """Everything queued (possibly nothing), waiting up to ``timeout`` for something to arrive."""
         with self._cond:
@@ -120,7 +128,7 @@ class Subscriber:
         self.aborted = False
 
     def ask_to_leave(self, code: int, reason: str, label: str, now: float) -> bool:
-        """First call wins; wakes the client's sending thread. Returns whether this call kicked it."""
+        """First call wins; wakes a waiting ``take``. Returns whether this call kicked it."""
         if self.kick is not None:
             return False
         self.kick = Kick(code, reason, label, now)

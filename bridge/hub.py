@@ -1,6 +1,7 @@
 """Fan-out: every error from the feed to every attached client, plus the replay ring and the sweeper.
 
-``publish`` runs on the feed thread and never blocks on a client: it only appends to bounded queues.
+``publish`` runs on the feed thread and never blocks on a client: it only appends to bounded queues, then
+calls ``on_publish`` (the plain-WebSocket sender's ``wake``).
 ``sweep`` (the janitor thread, a few times a second) kicks clients whose queue stayed full too long and
 cuts the sockets of kicked clients that did not leave within the grace period.
 """
@@ -22,7 +23,8 @@ log = logging.getLogger("bridge.hub")
 
 class Hub:
     def __init__(self, replay: int, slow_client_s: float, metrics: BridgeMetrics,
-                 clock: Callable[[], float] = time.monotonic, close_grace_s: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, close_grace_s: float = 5.0,
+                 on_publish: Callable[[], None] = lambda: None) -> None:
         self._ring: deque[Delivery] = deque(maxlen=replay) if replay else deque(maxlen=0)
         self._subscribers: set[Subscriber] = set()
         self._lock = threading.Lock()
@@ -30,6 +32,7 @@ class Hub:
         self._close_grace_s = close_grace_s
         self._metrics = metrics
         self._clock = clock
+        self._on_publish = on_publish
         self._closing = False
 
     # ------------------------------------------------------------ clients
@@ -82,6 +85,7 @@ class Hub:
                 lost = subscriber.queue.offer(batch, now)
                 subscriber.dropped += lost
                 dropped += lost
+        self._on_publish()
         self._metrics.relayed.inc(len(deliveries))
         if dropped:
             self._metrics.dropped.inc(dropped)

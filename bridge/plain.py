@@ -1,8 +1,11 @@
 """A plain WebSocket client (RFC 6455): one JSON ErrorEvent per text frame.
 
-simple-websocket does the handshake and reads from the peer on its own thread (pongs, close, pings);
-the session runs on the request thread and is the only sender of errors and pings. Errors are written as
-pre-built frames (the same bytes for every client), several per write when the client has a backlog.
+simple-websocket does the handshake and then reads from the peer (pongs, close, the client's pings) in its
+loop, which runs on the request thread itself (``InlineReader``: no extra thread per client). Everything the
+server sends on its own (errors, pings, the close frame) is written by the sender thread (``bridge.sender``)
+through the connection's ``Outbox``: ``pump`` makes one non-blocking send per client and tick, of all the
+client's queued errors as pre-built frames (the same bytes for every client); ``tend`` does keep-alive,
+kicks and input hygiene a few times a second.
 """
 
 from __future__ import annotations
@@ -15,15 +18,12 @@ import simple_websocket
 
 from bridge.clients import POLICY_VIOLATION, Subscriber
 from bridge.codec import PING_FRAME
-from bridge.metrics import BridgeMetrics
-from bridge.sockets import GuardedSocket
+from bridge.outbox import Outbox
 
 log = logging.getLogger("bridge.plain")
 
 PING_INTERVAL_S = 25.0
 PING_TIMEOUT_S = 20.0
-MAX_WAIT_S = 0.5
-CLOSE_WAIT_S = 2.0
 
 
 class Keepalive:
@@ -50,75 +50,110 @@ class Keepalive:
             return "ping"
         return None
 
-    def wait_s(self, now: float) -> float:
-        deadline = self.ping_sent + self.timeout_s if self.ping_sent is not None else self.next_ping
-        return max(0.0, min(MAX_WAIT_S, deadline - now))
+
+class InlineReader:
+    """Stands in for simple-websocket's reader thread: ``start`` does nothing, the request thread calls ``run``."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        self._target = target
+        self.name = "bridge-reader"
+
+    def start(self) -> None:
+        pass
+
+    def run(self) -> None:
+        self._target()
+
+
+class Tally:
+    """What one sender pass did, summed over its clients (metrics are updated once per pass)."""
+
+    __slots__ = ("delivered", "read_at", "pending")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.read_at: list[float] = []  # per completed write: when its oldest error was read off the topic
+        self.pending = 0  # clients with bytes the kernel did not take yet
 
 
 class PlainSession:
-    def __init__(self, ws: simple_websocket.Server, sock: GuardedSocket, subscriber: Subscriber,
-                 metrics: BridgeMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ws: simple_websocket.Server, outbox: Outbox, subscriber: Subscriber,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._ws = ws
-        self._sock = sock
+        self._outbox = outbox
         self._subscriber = subscriber
-        self._metrics = metrics
         self._clock = clock
         self._keepalive = Keepalive(clock())
+        self._in_flight = 0  # errors of the write still (partly) in the outbox
+        self._in_flight_read_at = 0.0
+        self.failed: OSError | None = None
+
+    # ------------------------------------------------------------ request thread
 
     def serve(self) -> str:
-        """Send until the client goes or is told to go; returns the reason, for the log."""
-        try:
-            reason = None
-            while reason is None:
-                reason = self._step()
-            return reason
-        except OSError as exc:
-            kick = self._subscriber.kick
-            return kick.reason if kick is not None else f"write failed ({exc.__class__.__name__})"
-        finally:
-            self._finish()
-
-    def _step(self) -> str | None:
+        """Read until the client goes or is cut; returns the reason, for the log."""
+        self._ws.thread.run()  # type: ignore[attr-defined]  # simple-websocket's loop; closes the outbox
         kick = self._subscriber.kick
         if kick is not None:
-            self._close(kick.code, kick.reason)
             return kick.reason
-        if not self._ws.connected:
-            return "closed by client"
-        batch = self._subscriber.queue.take(self._keepalive.wait_s(self._clock()))
-        self._discard_input()
-        if batch:
-            self._sock.write(b"".join(d.frame for d in batch))
-            self._subscriber.delivered += len(batch)
-            self._metrics.delivered.inc(len(batch))
-            self._metrics.delay.observe(self._clock() - batch[0].read_at)
-        return self._ping()
+        if self.failed is not None:
+            return f"write failed ({self.failed.__class__.__name__})"
+        return "closed by client"
 
-    def _ping(self) -> str | None:
-        action = self._keepalive.step(self._clock(), self._ws.pong_received)
-        if action == "ping":
-            self._ws.pong_received = False
-            self._sock.write(PING_FRAME)
-        elif action == "timeout":
-            self._subscriber.ask_to_leave(POLICY_VIOLATION, "ping timeout", "ping-timeout", self._clock())
-        return None
+    # ------------------------------------------------------------ sender thread
 
-    def _discard_input(self) -> None:
-        """Clients have nothing to say; do not let what they send pile up."""
+    def pump(self, tally: Tally) -> None:
+        """One non-blocking send: the rest of the previous write, else every queued error."""
+        if self.failed is not None:
+            return
         try:
-            while self._ws.connected and self._ws.receive(timeout=0) is not None:
-                pass
-        except simple_websocket.ConnectionClosed:
-            pass
+            if self._outbox.pending:
+                left = self._outbox.flush()
+            else:
+                queue = self._subscriber.queue
+                if not len(queue) or not self._ws.connected:
+                    return
+                batch = queue.drain()
+                if not batch:
+                    return
+                self._in_flight = len(batch)
+                self._in_flight_read_at = batch[0].read_at
+                left = self._outbox.push(batch[0].frame if len(batch) == 1 else b"".join([d.frame for d in batch]))
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if left:
+            tally.pending += 1
+        elif self._in_flight:
+            self._subscriber.delivered += self._in_flight
+            tally.delivered += self._in_flight
+            tally.read_at.append(self._in_flight_read_at)
+            self._in_flight = 0
 
-    def _close(self, code: int, reason: str) -> None:
-        if self._ws.connected:
-            self._ws.close(code, reason)
+    def tend(self, now: float) -> None:
+        """Kick, keep-alive and input hygiene; a few times a second."""
+        if self.failed is not None:
+            return
+        self._ws.input_buffer.clear()  # clients have nothing to say; do not let what they send pile up
+        try:
+            kick = self._subscriber.kick
+            if kick is not None:
+                if self._ws.connected:
+                    self._ws.close(kick.code, kick.reason)  # through the outbox, behind pending frames
+                return
+            if not self._ws.connected:
+                return
+            action = self._keepalive.step(now, self._ws.pong_received)
+            if action == "ping":
+                self._ws.pong_received = False
+                self._outbox.push(PING_FRAME)
+            elif action == "timeout":
+                self._subscriber.ask_to_leave(POLICY_VIOLATION, "ping timeout", "ping-timeout", now)
+        except (OSError, simple_websocket.ConnectionClosed) as exc:
+            self._fail(exc if isinstance(exc, OSError) else ConnectionAbortedError(str(exc)))
 
-    def _finish(self) -> None:
-        """Wait briefly for the peer's close answer, then make sure the reader thread ends."""
+    def _fail(self, exc: OSError) -> None:
+        """The connection broke under a write: cut it, so the reader (and the request thread) ends."""
+        self.failed = exc
         self._ws.connected = False
-        self._ws.thread.join(CLOSE_WAIT_S)
-        if self._ws.thread.is_alive():
-            self._sock.abort()
-            self._ws.thread.join(CLOSE_WAIT_S)
+        self._outbox.abort()

@@ -18,7 +18,9 @@ import simple_websocket
 from bridge.clients import Subscriber, Subscription
 from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
-from bridge.plain import PlainSession
+from bridge.outbox import Outbox
+from bridge.plain import InlineReader, PlainSession
+from bridge.sender import Sender
 from bridge.sio import SOCKET_KEY, SocketIOSide
 from bridge.sockets import GuardedSocket, tune
 
@@ -36,12 +38,13 @@ class Health(msgspec.Struct, frozen=True):
 
 
 class BridgeApp:
-    def __init__(self, ws_path: str, origins: frozenset[str], hub: Hub, sio: SocketIOSide,
+    def __init__(self, ws_path: str, origins: frozenset[str], hub: Hub, sender: Sender, sio: SocketIOSide,
                  metrics: BridgeMetrics, feed_state: Callable[[], str], queue_size: int,
                  send_buffer_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._ws_path = ws_path.rstrip("/") or "/"
         self._origins = origins
         self._hub = hub
+        self._sender = sender
         self._sio = sio
         self._metrics = metrics
         self._feed_state = feed_state
@@ -103,13 +106,15 @@ class BridgeApp:
         return self._sio.handle({**environ, SOCKET: sock, SOCKET_KEY: sock}, start_response)
 
     def _plain(self, environ: dict[str, Any], raw: Any, start_response: StartResponse) -> Iterable[bytes]:
+        """Handshake, then this request thread reads the connection until it ends; the sender writes."""
         subscriber = Subscriber(_peer(environ), "websocket",
                                 Subscription.from_query(environ.get("QUERY_STRING", "")),
                                 self._queue_size, self._clock())
-        sock = GuardedSocket(raw, on_close=subscriber.queue.wake)
-        subscriber.abort = sock.abort
+        outbox = Outbox(raw)
+        subscriber.abort = outbox.abort
         try:
-            ws = simple_websocket.Server({**environ, SOCKET: sock}, max_message_size=MAX_CLIENT_MESSAGE)
+            ws = simple_websocket.Server({**environ, SOCKET: outbox}, max_message_size=MAX_CLIENT_MESSAGE,
+                                         thread_class=InlineReader)
         except Exception as exc:
             self._metrics.rejected.labels("handshake").inc()
             log.info("refused: peer=%s bad WebSocket handshake (%s)", subscriber.peer, exc.__class__.__name__)
@@ -117,10 +122,13 @@ class BridgeApp:
         if not self._hub.attach(subscriber):
             ws.close(1001, "server shutting down")
             raise StopIteration
+        session = PlainSession(ws, outbox, subscriber, self._clock)
+        self._sender.add(session)
         reason = "error"
         try:
-            reason = PlainSession(ws, sock, subscriber, self._metrics, self._clock).serve()
+            reason = session.serve()
         finally:
+            self._sender.remove(session)
             self._hub.detach(subscriber, reason)
         raise StopIteration
 

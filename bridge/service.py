@@ -1,4 +1,4 @@
-"""The bridge in one object: metrics, hub, Kafka feed, janitor, Socket.IO side and the WSGI app.
+"""The bridge in one object: metrics, sender, hub, Kafka feed, janitor, Socket.IO side and the WSGI app.
 
 Built after the fork (in the gunicorn worker): it owns threads and a Kafka consumer.
 Lifecycle: ``start`` -> ``shutdown`` (stop taking clients, ask them to go, stop the feed) -> ``close``.
@@ -15,6 +15,7 @@ from confluent_kafka import Consumer
 from bridge.feed import ConsumerFactory, ErrorFeed
 from bridge.hub import Hub, Janitor
 from bridge.metrics import BridgeMetrics
+from bridge.sender import Sender
 from bridge.server import BridgeApp
 from bridge.sio import SocketIOSide
 from common.settings import Settings
@@ -38,19 +39,21 @@ class Bridge:
     def __init__(self, settings: Settings, options: ServerOptions,
                  consumer_factory: ConsumerFactory = Consumer) -> None:
         self.metrics = BridgeMetrics()
+        self.sender = Sender(self.metrics)
         self.hub = Hub(settings.error_stream_replay, settings.error_stream_slow_client_s, self.metrics,
-                       close_grace_s=CLOSE_GRACE_S)
+                       close_grace_s=CLOSE_GRACE_S, on_publish=self.sender.wake)
         self.feed = ErrorFeed(settings, self.hub, self.metrics, consumer_factory)
         self.janitor = Janitor(self.hub, min(SWEEP_EVERY_S, settings.error_stream_slow_client_s / 4))
         self.sio = SocketIOSide(self.hub, self.metrics, settings.error_stream_queue_size, CLOSE_GRACE_S)
         self.app = BridgeApp(
             settings.error_stream_ws_path, settings.origins(settings.error_stream_ws_origins), self.hub,
-            self.sio, self.metrics, lambda: self.feed.state, settings.error_stream_queue_size,
+            self.sender, self.sio, self.metrics, lambda: self.feed.state, settings.error_stream_queue_size,
             options.send_buffer_bytes,
         )
         self._shut_down = False
 
     def start(self) -> None:
+        self.sender.start()
         self.feed.start()
         self.janitor.start()
 
@@ -68,6 +71,8 @@ class Bridge:
         self.feed.join(timeout_s)
         self.janitor.close()
         self.janitor.join(timeout_s)
+        self.sender.close()
+        self.sender.join(timeout_s)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         return self.app(environ, start_response)

@@ -1,0 +1,107 @@
+"""The one thread that writes to every plain WebSocket client.
+
+A pass visits every client and makes at most one non-blocking send each (``PlainSession.pump``): the rest of
+the previous write if the kernel did not take all of it, else every error queued for the client, as one
+buffer of pre-built frames. Passes run when the hub publishes (``wake``), at most once per ``tick_s`` so a
+busy feed is written in batches, every ``tick_s`` while some client still has pending bytes, and every
+``tend_every_s`` for keep-alive and kicks (``PlainSession.tend``). No per-client thread wakes up for an error,
+and no write ever waits for a client: a client that does not read keeps its bytes pending, its queue fills,
+drops the oldest errors and the hub's sweep disconnects it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from bridge.metrics import BridgeMetrics
+from bridge.plain import PlainSession, Tally
+
+log = logging.getLogger("bridge.sender")
+
+TICK_S = 0.015
+TEND_EVERY_S = 0.25
+
+
+class Sender:
+    def __init__(self, metrics: BridgeMetrics, tick_s: float = TICK_S, tend_every_s: float = TEND_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._metrics = metrics
+        self._tick_s = tick_s
+        self._tend_every_s = tend_every_s
+        self._clock = clock
+        self._sessions: set[PlainSession] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bridge-sender", daemon=True)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------ sessions
+
+    def add(self, session: PlainSession) -> None:
+        with self._lock:
+            self._sessions.add(session)
+        self._wake.set()  # its replay is queued
+
+    def remove(self, session: PlainSession) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+    def wake(self) -> None:
+        """Something was queued: run a pass soon (the hub calls this on every publish)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        tend_at = 0.0
+        pending = False
+        while not self._stop.is_set():
+            if not pending:
+                self._wake.wait(max(0.0, tend_at - self._clock()))
+            self._wake.clear()
+            started = self._clock()
+            try:
+                pending = self._pass(started >= tend_at, started)
+            except Exception:  # never let the sender die silently
+                log.exception("sender pass failed")
+                pending = True
+            if started >= tend_at:
+                tend_at = started + self._tend_every_s
+            self._stop.wait(max(0.0, started + self._tick_s - self._clock()))
+
+    def _pass(self, tend: bool, now: float) -> bool:
+        """Pump every session (and tend them when due); returns whether some still have pending bytes."""
+        with self._lock:
+            sessions = list(self._sessions)
+        if tend:
+            for session in sessions:
+                session.tend(now)
+        tally = Tally()
+        for session in sessions:
+            session.pump(tally)
+        self._record(tally)
+        return tally.pending > 0
+
+    def _record(self, tally: Tally) -> None:
+        if not tally.delivered:
+            return
+        self._metrics.delivered.inc(tally.delivered)
+        now = self._clock()
+        observe = self._metrics.delay.observe
+        for read_at in tally.read_at:
+            observe(now - read_at)
