@@ -133,7 +133,6 @@ class Flusher:
         self._threads = [threading.Thread(target=self._run, name=f"flusher-{i}", daemon=True)
                          for i in range(threads)]
         self._backoff = Backoff()
-        self.down_since: float | None = None
         for thread in self._threads:
             thread.start()
 
@@ -165,8 +164,6 @@ class Flusher:
             client.close()
 
     def _sleep(self, attempt: int, why: str) -> bool:
-        if self.down_since is None:
-            self.down_since = time.monotonic()
         delay = self._backoff.delay(attempt)
         if attempt in (0, 3) or attempt % 10 == 0:
             log.warning("search cluster: %s; retrying (attempt %d, next in %.2fs)", why, attempt + 1, delay)
@@ -202,7 +199,6 @@ class Flusher:
                     return None
                 attempt += 1
                 continue
-            self.down_since = None
             if answer is None:
                 if statuses is not None:
                     for index in pending:

@@ -16,6 +16,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,28 @@ class WorkerSlot:
     failures: int = 0
     next_spawn: float = 0.0
     restarts: int = 0
+
+
+class JobRunner(threading.Thread):
+    """Periodic jobs that talk to the search cluster (templates, retention, compaction), off the main loop:
+    a slow or unreachable cluster must never delay signals, heartbeats or reaping."""
+
+    def __init__(self, jobs: list[Any]) -> None:
+        super().__init__(name="jobs", daemon=True)
+        self.jobs = jobs
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(1.0):
+            for job in self.jobs:
+                try:
+                    job.poll(now_ms())
+                except Exception as exc:  # a periodic job never takes the engine down
+                    log.warning("%s failed: %s", type(job).__name__, exc)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
 
 
 class Supervisor:
@@ -100,6 +123,8 @@ class Supervisor:
         throughput = ThroughputLog(self.settings.stream_throughput_batch_size,
                                    self.settings.stream_throughput_min_interval_ms,
                                    self.settings.stream_throughput_target_count, now_ms())
+        jobs = JobRunner(self.jobs)
+        jobs.start()
         try:
             while True:
                 self.sleep()
@@ -112,6 +137,7 @@ class Supervisor:
                     self.spawn_workers()
                     self.run_jobs(throughput)
         finally:
+            jobs.stop()
             self.stop_workers()
             self.cleanup()
         return self.halt_code or 0
@@ -267,11 +293,6 @@ class Supervisor:
                   self.settings.kafka_apm_span_topic: totals[C.stored_spans]}
         for line in throughput.lines(stored, now_ms()):
             log.info("%s", line)
-        for job in self.jobs:
-            try:
-                job.poll(now_ms())
-            except Exception as exc:  # a periodic job never takes the engine down
-                log.warning("%s failed: %s", type(job).__name__, exc)
 
     # ------------------------------------------------------------------ stop
 

@@ -25,7 +25,7 @@ from engine.batch import LOG, ROLLUP, SPAN, Batch, Item
 from engine.bulk import Flusher, FlushResult, dead_letter_value
 from engine.commit import CommitPolicy, CommitTracker
 from engine.counters import C, CounterSlot, LagTable
-from engine.decode import Decoded, RecordDecoder
+from engine.decode import Decoded, Entry, RecordDecoder
 from engine.dlq import DeadLetters
 from engine.rollups import RollupStage
 from engine.shm import BlockPool
@@ -174,10 +174,10 @@ class Worker:
         if batch is None:
             return False
         self.counters.add(C.consumed_spans if kind == SPAN else C.consumed_logs)
-        self._write(batch, message, kind, decoded)
+        written = self._write(batch, message, kind, decoded)
         if kind == SPAN:
             rollups = self.rollups.get((topic, partition))
-            for entry in decoded.entries:
+            for entry in written:
                 rollups.add(offset, entry.refined.doc, entry.refined.epoch_ms, kafka_ms)  # type: ignore[arg-type]
             batch.cover(topic, partition, offset, rollups.watermark)
         else:
@@ -196,7 +196,9 @@ class Worker:
             return batch  # larger than a whole block: its entries are refused one by one in _write
         return batch
 
-    def _write(self, batch: Batch, message: Message, kind: int, decoded: Decoded) -> None:
+    def _write(self, batch: Batch, message: Message, kind: int, decoded: Decoded) -> list[Entry]:
+        """Append the record's documents and dead-letter its rejects; returns the entries written."""
+        written = []
         for entry in decoded.entries:
             if batch.room() < len(entry.action) + len(entry.doc) + 1:
                 self.reject(batch, message, kind, "too_large", "the normalized document does not fit a bulk block",
@@ -204,12 +206,14 @@ class Worker:
                 continue
             batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
             batch.indices.add((entry.index_kind, entry.index))
+            written.append(entry)
         counter = C.events_spans if kind == SPAN else C.events_logs
         self.counters.add(counter, len(decoded.entries) + len(decoded.rejects))
         if decoded.dropped_keys:
             self.counters.add(C.dropped_keys, decoded.dropped_keys)
         for reject in decoded.rejects:
             self.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index, reject.element)
+        return written
 
     def open_batch(self) -> Batch | None:
         block = self.pool.acquire()
@@ -427,7 +431,7 @@ class Worker:
         self.write_rollups(final_for=gone)
         self.seal()
         deadline = time.monotonic() + min(20.0, self.settings.engine_shutdown_timeout_s)
-        while self.tracker.inflight and time.monotonic() < deadline:
+        while self.tracker.inflight and time.monotonic() < deadline and not self.stopping:
             self.collect(timeout_s=0.05)
             self.producer.poll(0)
             self.heartbeat()

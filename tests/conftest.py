@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One Kafka-compatible broker + search server for the whole session."""
     data_dir = tmp_path_factory.mktemp("stack")
     local = LocalStack(str(data_dir), free_port(), free_port()).start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def fresh_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """A stack of its own for a heavy test: the embedded servers rewrite their whole saved state after every
+    change, so data left by earlier tests would slow every later one down."""
+    local = LocalStack(str(tmp_path / "stack"), free_port(), free_port()).start()
     try:
         yield local
     finally:

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
+def stack(fresh_stack: LocalStack) -> LocalStack:
+    """Each test here gets a stack of its own (see conftest.fresh_stack)."""
+    return fresh_stack
+
+
+@pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
     return {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
             "STREAM_THROUGHPUT_BATCH_SIZE": "5000", "STREAM_THROUGHPUT_MIN_INTERVAL_MS": "2000"}
@@ -108,40 +114,36 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Setting
     assert second.terminate() == 0
 
 
-def test_search_outage_pauses_and_resumes(tmp_path: Path, engines: list, unique: str) -> None:
+def test_search_outage_pauses_and_resumes(tmp_path: Path, engines: list, unique: str, stack: LocalStack) -> None:
     """The search server stopped for 20 s mid-stream: no crash, bounded memory, resumes alone, zero lost."""
-    stack = LocalStack(str(tmp_path / "stack"), free_port(), free_port()).start()  # its own: it is disturbed
-    try:
-        metrics_port = free_port()
-        env = {**stack.env(), "ENGINE_INSTANCE_ID": unique, "ENGINE_GROUP_ID": f"{unique}-g",
-               "ENGINE_METRICS_PORT": str(metrics_port), "BULK_FLUSH_INTERVAL_MS": "200", "BULK_BATCH_SIZE": "1000",
-               "ENGINE_SHM_BLOCKS": "2"}
-        settings = load_settings(env)
-        create_topics(settings, 4)
-        engine = EngineProcess(env, tmp_path / "engine.log").start()
-        engines.append(engine)
-        store = Store(settings)
-        all_records = records(24_000, seed=13)
-        produce(settings, all_records[:8000])
-        store.wait_for("logs-apm", Sent(all_records[:8000]).valid_logs(), timeout_s=60)
+    metrics_port = free_port()
+    env = {**stack.env(), "ENGINE_INSTANCE_ID": unique, "ENGINE_GROUP_ID": f"{unique}-g",
+           "ENGINE_METRICS_PORT": str(metrics_port), "BULK_FLUSH_INTERVAL_MS": "200", "BULK_BATCH_SIZE": "1000",
+           "ENGINE_SHM_BLOCKS": "2"}
+    settings = load_settings(env)
+    create_topics(settings, 4)
+    engine = EngineProcess(env, tmp_path / "engine.log").start()
+    engines.append(engine)
+    store = Store(settings)
+    all_records = records(24_000, seed=13)
+    produce(settings, all_records[:8000])
+    store.wait_for("logs-apm", Sent(all_records[:8000]).valid_logs(), timeout_s=60)
 
-        stack.stop_search()
-        producer = threading.Thread(target=produce, args=(settings, all_records[8000:]))
-        producer.start()
-        paused, rss = watch(engine, metrics_port, seconds=20)
-        stack.start_search()
-        producer.join()
+    stack.stop_search()
+    producer = threading.Thread(target=produce, args=(settings, all_records[8000:]))
+    producer.start()
+    paused, rss = watch(engine, metrics_port, seconds=20)
+    stack.start_search()
+    producer.join()
 
-        assert engine.process is not None and engine.process.poll() is None, "the engine died during the outage"
-        assert paused, "no worker paused fetching while the search server was down"
-        assert max(rss) - min(rss) < 150, f"memory grew during the outage: {rss}"
-        total = Sent(all_records)
-        spans = store.wait_for("traces-apm", total.valid_spans())
-        logs = store.wait_for("logs-apm", total.valid_logs())
-        assert (spans, logs) == (total.valid_spans(), total.valid_logs()), engine.log()[-3000:]
-        assert engine.terminate() == 0
-    finally:
-        stack.stop()
+    assert engine.process is not None and engine.process.poll() is None, "the engine died during the outage"
+    assert paused, "no worker paused fetching while the search server was down"
+    assert max(rss) - min(rss) < 150, f"memory grew during the outage: {rss}"
+    total = Sent(all_records)
+    spans = store.wait_for("traces-apm", total.valid_spans())
+    logs = store.wait_for("logs-apm", total.valid_logs())
+    assert (spans, logs) == (total.valid_spans(), total.valid_logs()), engine.log()[-3000:]
+    assert engine.terminate() == 0
 
 
 def watch(engine: EngineProcess, metrics_port: int, seconds: float) -> tuple[bool, list[float]]:

@@ -23,6 +23,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
+def stack(fresh_stack: LocalStack) -> LocalStack:
+    """Each test here gets a stack of its own (see conftest.fresh_stack)."""
+    return fresh_stack
+
+
+@pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
     return {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
             "ENGINE_METRICS_PORT": str(free_port()), "ENGINE_WORKER_TIMEOUT_S": "5"}

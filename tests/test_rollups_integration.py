@@ -20,6 +20,12 @@ from tests.harness import EngineProcess, Store, produce
 
 pytestmark = pytest.mark.integration
 
+
+@pytest.fixture
+def stack(fresh_stack: LocalStack) -> LocalStack:
+    """Each test here gets a stack of its own (see conftest.fresh_stack)."""
+    return fresh_stack
+
 Key = tuple[str, str, str]
 
 
