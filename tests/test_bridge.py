@@ -30,9 +30,10 @@ from confluent_kafka import Producer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.clients import ClientQueue, Subscription
-from bridge.codec import Delivery, Malformed, RecordDecoder, text_frame
-from bridge.plain import Keepalive
+from bridge.clients import ClientQueue, Subscriber, Subscription
+from bridge.codec import PING_FRAME, Delivery, Malformed, RecordDecoder, text_frame
+from bridge.outbox import Outbox
+from bridge.plain import Keepalive, PlainSession, Tally
 from common.clients import producer_config
 from common.settings import Settings
 from common.stack import free_port
@@ -105,6 +106,119 @@ def test_keepalive_pings_every_interval_and_times_out_without_pong() -> None:
     assert keepalive.step(50.0, pong_received=False) == "ping"
     assert keepalive.step(69.9, pong_received=False) is None
     assert keepalive.step(70.0, pong_received=False) == "timeout"
+
+
+# ---------------------------------------------------------------- unit: the sender's side of a plain client
+
+class FakeWebSocket:
+    """What PlainSession uses of simple_websocket.Server; like it, it writes its close frame to the outbox."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.connected = True
+        self.pong_received = True
+        self.input_buffer: list[str] = ["hello from the client"]
+
+    def close(self, reason: int, message: str) -> None:
+        payload = struct.pack("!H", reason) + message.encode()
+        self.outbox.send(bytes((0x88, len(payload))) + payload)
+        self.connected = False
+
+
+Wire = tuple[socket.socket, socket.socket]
+
+
+@pytest.fixture
+def wire() -> Iterator[Wire]:
+    """A connected pair with small kernel buffers: the bridge's end and the client's end."""
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _session(server: socket.socket, queue_size: int) -> tuple[PlainSession, Subscriber, FakeWebSocket]:
+    outbox = Outbox(server)
+    subscriber = Subscriber("peer", "websocket", Subscription(), queue_size, connected_at=0.0)
+    ws = FakeWebSocket(outbox)
+    return PlainSession(ws, outbox, subscriber, clock=lambda: 0.0), subscriber, ws  # type: ignore[arg-type]
+
+
+def _frames(first: int, count: int, size: int) -> list[Delivery]:
+    return [Delivery(service="s", environment="e", frame=text_frame(b"%06d" % i + b"x" * size), payload={})
+            for i in range(first, first + count)]
+
+
+def _read_all(client: socket.socket, session: PlainSession, tally: Tally, size: int) -> bytes:
+    """The client reads while the sender keeps pumping, until ``size`` bytes arrived."""
+    data = b""
+    while len(data) < size:
+        session.pump(tally)
+        try:
+            data += client.recv(65536)
+        except BlockingIOError:
+            pass
+    return data
+
+
+def test_one_send_carries_every_queued_error_and_counts_them_once_the_kernel_took_them(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=8)
+    frames = _frames(0, 3, 10)
+    subscriber.queue.offer(frames, now=0.0)
+    tally = Tally()
+    session.pump(tally)
+    assert (tally.delivered, tally.pending, subscriber.delivered, len(tally.read_at)) == (3, 0, 3, 1)
+    assert client.recv(65536) == b"".join(d.frame for d in frames)
+
+
+def test_a_client_that_does_not_read_keeps_its_bytes_pending_and_its_queue_fills(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=4)
+    first, later = _frames(0, 4, 50_000), _frames(4, 6, 50_000)
+    subscriber.queue.offer(first, now=0.0)
+    tally = Tally()
+    session.pump(tally)
+    assert tally.pending == 1 and tally.delivered == 0  # the kernel took part of 200 KB
+    assert subscriber.queue.offer(later, now=1.0) == 2  # the queue is the bound: oldest dropped
+    session.pump(Tally())
+    assert len(subscriber.queue) == 4 and subscriber.queue.full_since() == 1.0  # only pending bytes moved
+    expected = b"".join(d.frame for d in first + later[2:])
+    assert _read_all(client, session, tally, len(expected)) == expected  # in order, nothing interleaved
+    assert tally.delivered == 8
+
+
+def test_a_kicked_client_gets_its_close_frame_behind_the_pending_bytes_and_nothing_after(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, ws = _session(server, queue_size=4)
+    subscriber.queue.offer(_frames(0, 2, 50_000), now=0.0)
+    tally = Tally()
+    session.pump(tally)
+    subscriber.ask_to_leave(1008, "slow client", "slow", now=1.0)
+    session.tend(now=1.0)
+    subscriber.queue.offer(_frames(2, 2, 10), now=1.0)
+    size = sum(len(d.frame) for d in _frames(0, 2, 50_000)) + 4 + len("slow client")
+    data = _read_all(client, session, tally, size)
+    assert data[-len("slow client") - 4:] == b"\x88\x0d\x03\xf0slow client" and not ws.connected
+    session.pump(tally)
+    with pytest.raises(BlockingIOError):
+        client.recv(65536)
+    assert ws.input_buffer == []  # what clients send is discarded
+
+
+def test_tend_pings_when_due_and_asks_a_silent_client_to_leave(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, ws = _session(server, queue_size=4)
+    session.tend(now=24.9)
+    session.tend(now=25.0)
+    assert client.recv(65536) == PING_FRAME and ws.pong_received is False
+    session.tend(now=44.9)
+    assert subscriber.kick is None
+    session.tend(now=45.0)
+    assert subscriber.kick is not None and subscriber.kick.label == "ping-timeout"
 
 
 # ---------------------------------------------------------------- integration helpers
