@@ -1,7 +1,7 @@
 """Fan-out: every error from the feed to every attached client, plus the replay ring and the sweeper.
 
 ``publish`` runs on the feed thread and never blocks on a client: it only appends to bounded queues, then
-calls ``on_publish`` (the plain-WebSocket sender's ``wake``).
+calls ``notify`` (the plain-WebSocket sender's ``wake``), as do kicks.
 ``sweep`` (the janitor thread, a few times a second) kicks clients whose queue stayed full too long and
 cuts the sockets of kicked clients that did not leave within the grace period.
 """
@@ -24,7 +24,7 @@ log = logging.getLogger("bridge.hub")
 class Hub:
     def __init__(self, replay: int, slow_client_s: float, metrics: BridgeMetrics,
                  clock: Callable[[], float] = time.monotonic, close_grace_s: float = 5.0,
-                 on_publish: Callable[[], None] = lambda: None) -> None:
+                 notify: Callable[[], None] = lambda: None) -> None:
         self._ring: deque[Delivery] = deque(maxlen=replay) if replay else deque(maxlen=0)
         self._subscribers: set[Subscriber] = set()
         self._lock = threading.Lock()
@@ -32,7 +32,7 @@ class Hub:
         self._close_grace_s = close_grace_s
         self._metrics = metrics
         self._clock = clock
-        self._on_publish = on_publish
+        self._notify = notify
         self._closing = False
 
     # ------------------------------------------------------------ clients
@@ -85,7 +85,7 @@ class Hub:
                 lost = subscriber.queue.offer(batch, now)
                 subscriber.dropped += lost
                 dropped += lost
-        self._on_publish()
+        self._notify()
         self._metrics.relayed.inc(len(deliveries))
         if dropped:
             self._metrics.dropped.inc(dropped)
@@ -113,6 +113,7 @@ class Hub:
                         subscriber.peer, subscriber.protocol, now - full_since)
             if subscriber.ask_to_leave(POLICY_VIOLATION, "slow client", "slow", now):
                 self._metrics.slow_clients.inc()
+                self._notify()
 
     def close_all(self) -> None:
         """Refuse new clients and ask every client to go (close code 1001)."""
@@ -122,6 +123,14 @@ class Hub:
             subscribers = tuple(self._subscribers)
         for subscriber in subscribers:
             subscriber.ask_to_leave(GOING_AWAY, "server shutting down", "shutdown", now)
+        self._notify()
+
+    def wait_empty(self, timeout_s: float, step_s: float = 0.05) -> bool:
+        """Wait (after ``close_all``) until every client has gone; False if some are still there."""
+        deadline = self._clock() + timeout_s
+        while self._subscribers and self._clock() < deadline:
+            time.sleep(step_s)
+        return not self._subscribers
 
 
 class Janitor:

@@ -3,9 +3,9 @@
 simple-websocket does the handshake and then reads from the peer (pongs, close, the client's pings) in its
 loop, which runs on the request thread itself (``InlineReader``: no extra thread per client). Everything the
 server sends on its own (errors, pings, the close frame) is written by the sender thread (``bridge.sender``)
-through the connection's ``Outbox``: ``pump`` makes one non-blocking send per client and tick, of all the
-client's queued errors as pre-built frames (the same bytes for every client); ``tend`` does keep-alive,
-kicks and input hygiene a few times a second.
+through the connection's ``Outbox``: ``pump`` makes one non-blocking send per client and pass, of all the
+client's queued errors as pre-built frames (the same bytes for every client), or of the close frame when the
+client was told to go; ``tend`` does keep-alive and input hygiene a few times a second.
 """
 
 from __future__ import annotations
@@ -103,11 +103,16 @@ class PlainSession:
     # ------------------------------------------------------------ sender thread
 
     def pump(self, tally: Tally) -> None:
-        """One non-blocking send: the rest of the previous write, else every queued error."""
+        """One non-blocking send: the close frame of a kicked client (behind its pending bytes), else the rest
+        of the previous write, else every queued error."""
         if self.failed is not None:
             return
         try:
-            if self._outbox.pending:
+            kick = self._subscriber.kick
+            if kick is not None and self._ws.connected:
+                self._ws.close(kick.code, kick.reason)  # through the outbox; the client may not read it
+                left = self._outbox.pending
+            elif self._outbox.pending:
                 left = self._outbox.flush()
             else:
                 queue = self._subscriber.queue
@@ -119,8 +124,8 @@ class PlainSession:
                 self._in_flight = len(batch)
                 self._in_flight_read_at = batch[0].read_at
                 left = self._outbox.push(batch[0].frame if len(batch) == 1 else b"".join([d.frame for d in batch]))
-        except OSError as exc:
-            self._fail(exc)
+        except (OSError, simple_websocket.ConnectionClosed) as exc:  # closed by the peer meanwhile
+            self._fail(exc if isinstance(exc, OSError) else ConnectionAbortedError(str(exc)))
             return
         if left:
             tally.pending += 1
@@ -131,26 +136,21 @@ class PlainSession:
             self._in_flight = 0
 
     def tend(self, now: float) -> None:
-        """Kick, keep-alive and input hygiene; a few times a second."""
+        """Keep-alive and input hygiene; a few times a second."""
         if self.failed is not None:
             return
         self._ws.input_buffer.clear()  # clients have nothing to say; do not let what they send pile up
+        if self._subscriber.kick is not None or not self._ws.connected:
+            return
         try:
-            kick = self._subscriber.kick
-            if kick is not None:
-                if self._ws.connected:
-                    self._ws.close(kick.code, kick.reason)  # through the outbox, behind pending frames
-                return
-            if not self._ws.connected:
-                return
             action = self._keepalive.step(now, self._ws.pong_received)
             if action == "ping":
                 self._ws.pong_received = False
                 self._outbox.push(PING_FRAME)
             elif action == "timeout":
                 self._subscriber.ask_to_leave(POLICY_VIOLATION, "ping timeout", "ping-timeout", now)
-        except (OSError, simple_websocket.ConnectionClosed) as exc:
-            self._fail(exc if isinstance(exc, OSError) else ConnectionAbortedError(str(exc)))
+        except OSError as exc:
+            self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
         """The connection broke under a write: cut it, so the reader (and the request thread) ends."""

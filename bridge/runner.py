@@ -2,7 +2,9 @@
 
 simple-websocket (and python-engineio in threading mode) take the connection's socket from gunicorn
 and keep the request thread for the life of the connection, so the worker needs as many threads as
-clients. The Bridge (threads, Kafka consumer) is built in the worker, after the fork.
+clients. For plain WebSocket clients that thread only reads (it is simple-websocket's reader loop and
+sleeps in ``recv``); one sender thread writes to all of them (``bridge.sender``). The Bridge (threads,
+Kafka consumer) is built in the worker, after the fork.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The bridge in one object: metrics, sender, hub, Kafka feed, janitor, Socket.IO side and the WSGI app.
 
 Built after the fork (in the gunicorn worker): it owns threads and a Kafka consumer.
-Lifecycle: ``start`` -> ``shutdown`` (stop taking clients, ask them to go, stop the feed) -> ``close``.
+Lifecycle: ``start`` -> ``shutdown`` (stop taking clients, ask them to go, stop the feed) -> ``close`` (wait for
+the clients to go, then stop the threads).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Bridge:
         self.metrics = BridgeMetrics()
         self.sender = Sender(self.metrics)
         self.hub = Hub(settings.error_stream_replay, settings.error_stream_slow_client_s, self.metrics,
-                       close_grace_s=CLOSE_GRACE_S, on_publish=self.sender.wake)
+                       close_grace_s=CLOSE_GRACE_S, notify=self.sender.wake)
         self.feed = ErrorFeed(settings, self.hub, self.metrics, consumer_factory)
         self.janitor = Janitor(self.hub, min(SWEEP_EVERY_S, settings.error_stream_slow_client_s / 4))
         self.sio = SocketIOSide(self.hub, self.metrics, settings.error_stream_queue_size, CLOSE_GRACE_S)
@@ -67,7 +68,12 @@ class Bridge:
         self.feed.close()
 
     def close(self, timeout_s: float = 10.0) -> None:
+        """Shutdown, then let the clients go (the sender writes the close frames, the janitor cuts the sockets
+        of clients that do not leave within the grace period: their request threads must end for the
+        process to exit), then stop the threads."""
         self.shutdown()
+        if not self.hub.wait_empty(CLOSE_GRACE_S + 1.0):
+            log.warning("%d client(s) still connected at exit", self.hub.count())
         self.feed.join(timeout_s)
         self.janitor.close()
         self.janitor.join(timeout_s)

@@ -1,8 +1,8 @@
-"""The connection's socket as simple-websocket sees it, with writes that never block forever.
+"""Socket tuning, and a Socket.IO connection's socket as python-engineio sees it: writes that never block forever.
 
-Two threads write to one WebSocket connection: the session's sending thread (errors, pings) and
-simple-websocket's reader thread (handshake, pong answers, close). Every write goes through one lock and
-is sent in full, so frames never interleave. Writes use ``MSG_DONTWAIT`` and wait for writability in short
+(Plain WebSocket clients use ``bridge.outbox`` instead: their writes never wait at all.) Several threads write
+to one Socket.IO connection (engineio's writer, simple-websocket's reader). Every write goes through one lock
+and is sent in full, so frames never interleave. Writes use ``MSG_DONTWAIT`` and wait for writability in short
 steps, so a client that stopped reading can be aborted (``abort``) from another thread at any time.
 """
 
