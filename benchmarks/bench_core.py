@@ -1,0 +1,121 @@
+"""Per-core cost of decode + normalize + NDJSON encode: the engine's code against the naive way.
+
+Both pipelines run in this one process, on the same loadgen record values, alternating rounds, and are
+timed with the thread's CPU clock (the machine is shared: wall time would measure the neighbours).
+The engine side is ``engine.decode.RecordDecoder.decode`` appending each entry's action and document
+lines to a reused buffer (what ``Batch.append`` does into a shared-memory block); the naive side is
+``benchmarks.naive``: ``json.loads``, dicts, the same rules, ``json.dumps`` of action and document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+from benchmarks.naive import NaiveRefiner
+from benchmarks.report import Report, Target
+from common.indices import IndexNames
+from common.traffic import generate
+from engine.decode import RecordDecoder
+
+LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
+FLUSH_AT = 8 * 1024 * 1024  # a bulk block's worth: the buffer is emptied as a sealed batch would be
+
+Records = list[tuple[str, int, bytes]]  # (topic, offset, value)
+
+
+def records(count: int, seed: int) -> tuple[Records, int]:
+    base = int(time.time() * 1000) - 3_600_000
+    out: Records = []
+    events = 0
+    for i, r in enumerate(generate(seed=seed, count=count, base_time_ms=base)):
+        out.append((SPAN_TOPIC if r.kind == "span" else LOG_TOPIC, i, r.value))
+        events += r.n_events
+    return out, events
+
+
+def engine_pass(batch: Records) -> int:
+    decoder = RecordDecoder(IndexNames(""), LOG_TOPIC, SPAN_TOPIC, 1_048_576)
+    decode = decoder.decode
+    buf = bytearray()
+    now = int(time.time() * 1000)
+    n = 0
+    for topic, offset, value in batch:
+        for entry in decode(topic, 0, offset, value, now, now).entries:
+            buf += entry.action
+            buf += entry.doc
+            buf += b"\n"
+            n += 1
+        if len(buf) > FLUSH_AT:
+            buf.clear()
+    return n
+
+
+def naive_pass(batch: Records) -> int:
+    refiner = NaiveRefiner(LOG_TOPIC, SPAN_TOPIC)
+    now = int(time.time() * 1000)
+    out: list[str] = []
+    size = n = 0
+    for topic, offset, value in batch:
+        for action, doc in refiner.entries(topic, 0, offset, value, now):
+            a, d = json_dumps(action), json_dumps(doc)
+            out.append(a)
+            out.append(d)
+            size += len(a) + len(d) + 2
+            n += 1
+        if size > FLUSH_AT:
+            "\n".join(out).encode()
+            out.clear()
+            size = 0
+    return n
+
+
+def json_dumps(value: object) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def timed(run: Callable[[Records], int], batch: Records) -> tuple[int, float, float]:
+    wall, cpu = time.perf_counter(), time.thread_time()
+    n = run(batch)
+    return n, time.thread_time() - cpu, time.perf_counter() - wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_core", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="30k records, 3 rounds")
+    parser.add_argument("--records", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=0)
+    args = parser.parse_args(argv)
+    count = args.records or (30_000 if args.quick else 100_000)
+    rounds = args.rounds or (3 if args.quick else 4)
+    batch, events = records(count, seed=7)
+    print(f"core: {count:,} loadgen records ({events:,} events, {sum(len(v) for *_, v in batch) / count:.0f} B "
+          f"average), {rounds} alternating rounds per pipeline")
+    engine_rates, naive_rates, engine_wall, naive_wall = [], [], [], []
+    for _ in range(rounds):
+        n, cpu, wall = timed(engine_pass, batch)
+        engine_rates.append(n / cpu)
+        engine_wall.append(n / wall)
+        n, cpu, wall = timed(naive_pass, batch)
+        naive_rates.append(n / cpu)
+        naive_wall.append(n / wall)
+    engine, naive = statistics.median(engine_rates), statistics.median(naive_rates)
+    report = Report("core", {"records": count, "events": events, "rounds": rounds, "clock": "thread CPU time"})
+    report.add("engine_events_per_cpu_s", engine, "events/s", Target(">=", 250_000))
+    report.add("naive_events_per_cpu_s", naive, "events/s")
+    report.add("engine_vs_naive", engine / naive, "x", Target(">=", 4))
+    report.add("engine_events_per_wall_s", statistics.median(engine_wall), "events/s")
+    report.add("engine_us_per_event", 1e6 / engine, "us")
+    report.add("naive_us_per_event", 1e6 / naive, "us")
+    report.note(f"engine rounds (events per CPU-s): {', '.join(f'{r:,.0f}' for r in engine_rates)}")
+    report.note(f"naive rounds: {', '.join(f'{r:,.0f}' for r in naive_rates)}")
+    report.publish()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,246 @@
+"""End to end into a fast fake cluster: Kafka backlog -> engine -> ``_bulk`` sink, against the naive consumer.
+
+The local broker is preloaded with loadgen records (1,000,000; ``--quick`` 100,000). Then, each with a
+fresh consumer group on the same backlog: the engine with ENGINE_WORKERS=1, with 2, the naive one-process
+consumer (``benchmarks.naive``), and the engine with 2 workers while the sink answers 503 for a while.
+The sink (``benchmarks.sink``) stores nothing, so the figures are the engine's (and the broker's) cost.
+
+Rate and CPU are measured from the first sample with a stored event to the first sample with all of them
+stored, or to the end of the run's time cap (120 s; quick 60 s) if the backlog is not drained by then
+(0.2 s sampling; progress from the engine's ``panopticon_engine_events_total{outcome="stored"}``, the
+naive consumer's from the sink's document counter). CPU is user+sys of every process of the group
+(supervisor + workers, librdkafka threads included), read with psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.report import Report, Target
+from benchmarks.rig import (
+    Engine,
+    Group,
+    Preloaded,
+    Sampler,
+    Sink,
+    Window,
+    bulk_figures,
+    helper_pids,
+    local_stack,
+    preload,
+    roles,
+    topics_env,
+    window,
+)
+from common.stack import LocalStack
+
+RATE_TARGET, RATIO_TARGET, CPU_TARGET, RSS_TARGET = 100_000, 7.0, 0.7, 200.0
+
+
+def cpu_of(pid: int) -> float:
+    """user+sys of a process and its descendants (the broker's wrapper and noida-db)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+class Meter:
+    """CPU of the sink and the broker over a run, beside the group under test."""
+
+    def __init__(self, sink: Sink, stack: LocalStack) -> None:
+        self.sink, self.stack = sink, stack
+        self.start = (time.monotonic(), cpu_of(sink.process.pid), cpu_of(stack.pid))
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.start[0]
+        return {"sink_cpu_s": cpu_of(self.sink.process.pid) - self.start[1],
+                "broker_cpu_s": cpu_of(self.stack.pid) - self.start[2], "wall_s": wall}
+
+
+def run_engine(env: dict[str, str], pre: Preloaded, sink: Sink, stack: LocalStack, workers: int, tag: str,
+               logs: Path, timeout_s: float) -> dict[str, Any]:
+    sink.reset()
+    meter = Meter(sink, stack)
+    engine = Engine({**env, "OPENSEARCH_URL": sink.url}, workers, f"bench-{tag}-{time.time_ns()}",
+                    logs / f"engine-{tag}.log")
+    try:
+        sampler = Sampler(engine, engine.stored)
+        sampler.run_until(lambda s: s.progress >= pre.events, timeout_s)
+        metrics = engine.metrics()
+        side = meter.stop()
+    finally:
+        stop_s, code = engine.stop()
+    return {"window": window(sampler.samples, pre.events), "rss": roles(engine, sampler),
+            "bulk": bulk_figures(metrics), "stop": (stop_s, code), **side}
+
+
+def run_naive(env: dict[str, str], pre: Preloaded, sink: Sink, stack: LocalStack, timeout_s: float
+              ) -> dict[str, Any]:
+    import sys
+
+    sink.reset()
+    meter = Meter(sink, stack)
+    naive = Group([sys.executable, "-m", "benchmarks.naive", "--brokers", env["KAFKA_BROKERS"], "--url", sink.url,
+                   "--group", f"bench-naive-{time.time_ns()}", "--log-topic", env["KAFKA_APM_LOG_TOPIC"],
+                   "--span-topic", env["KAFKA_APM_SPAN_TOPIC"], "--events", str(pre.events)], {})
+    try:
+        sampler = Sampler(naive, lambda: float(sink.stats()["docs"]))
+        sampler.run_until(lambda s: s.progress >= pre.events, timeout_s)
+        side = meter.stop()
+    finally:
+        naive.stop(timeout_s=5)
+    return {"window": window(sampler.samples, pre.events), "rss": roles(naive, sampler), **side}
+
+
+def run_outage(env: dict[str, str], pre: Preloaded, sink: Sink, logs: Path, pause_s: float,
+               lead_s: float) -> dict[str, Any]:
+    """Engine with 2 workers; ``lead_s`` after the first stored event the sink answers 503 for ``pause_s``.
+
+    The run ends ``lead_s`` after the sink is back (or when the backlog is stored).
+    """
+    sink.reset()
+    engine = Engine({**env, "OPENSEARCH_URL": sink.url}, 2, f"bench-outage-{time.time_ns()}",
+                    logs / "engine-outage.log")
+    marks: dict[str, Any] = {}
+
+    def tick(s: Any) -> None:
+        if s.progress > 0 and "first_at" not in marks:
+            marks["first_at"] = s.t
+        if "first_at" in marks and "paused_at" not in marks and s.t >= marks["first_at"] + lead_s:
+            sink.pause(pause_s)
+            marks.update(paused_at=s.t, stored_at_pause=s.progress, rss_at_pause=dict(s.rss))
+        elif "paused_at" in marks and "resumed_at" not in marks and s.t >= marks["paused_at"] + pause_s:
+            marks.update(resumed_at=s.t, stored_at_resume=s.progress)
+
+    def done(s: Any) -> bool:
+        return s.progress >= pre.events or ("resumed_at" in marks and s.t >= marks["resumed_at"] + lead_s)
+
+    try:
+        sampler = Sampler(engine, engine.stored, interval_s=0.25)
+        sampler.run_until(done, 120 + lead_s * 2 + pause_s, tick)
+    finally:
+        engine.stop()
+    if "resumed_at" not in marks:
+        return {"complete": False, "marks": sorted(marks)}
+    root = engine.process.pid
+    during = [s for s in sampler.samples if marks["paused_at"] <= s.t <= marks["resumed_at"]]
+    workers = sorted({pid for s in during for pid in s.rss if pid != root} - helper_pids(sampler))
+    after = [s for s in sampler.samples if s.t > marks["resumed_at"]]
+    # in-flight batches finish within the first second of the outage: count what is stored after that
+    settled = next((s for s in during if s.t >= marks["paused_at"] + 1.0), during[-1])
+    return {
+        "complete": True,
+        "stored_during_pause": marks["stored_at_resume"] - settled.progress,
+        "rss_at_pause_mb": max((marks["rss_at_pause"].get(p, 0) for p in workers), default=0) / 2**20,
+        "rss_max_during_mb": max((s.rss.get(p, 0) for s in during for p in workers), default=0) / 2**20,
+        "rss_max_after_mb": max((s.rss.get(p, 0) for s in after for p in workers), default=0) / 2**20,
+        "recovery_s": next((s.t for s in after if s.progress > marks["stored_at_resume"]), float("nan"))
+        - marks["resumed_at"],
+        "rate_after": (after[-1].progress - marks["stored_at_resume"]) / (after[-1].t - marks["resumed_at"])
+        if after else float("nan"),
+        "refused": sink.stats()["refused"],
+    }
+
+
+def publish(pre: Preloaded, runs: dict[str, dict[str, Any]], outage: dict[str, Any], pause_s: float) -> None:
+    report = Report("e2e", {"records": pre.records, "events": pre.events, "logs": pre.logs, "spans": pre.spans,
+                            "avg_record_bytes": round(pre.bytes / pre.records), "partitions": 4,
+                            "sink": "benchmarks.sink (fake _bulk)", "bulk_batch_size": 5000,
+                            "bulk_max_parallel_flushes": 2, "engine_shm_blocks": 4})
+    naive: Window = runs["naive"]["window"]
+    for tag, run in runs.items():
+        w: Window = run["window"]
+        workers = {"w1": 1, "w2": 2}.get(tag)
+        extra = {"workers": workers, "complete": w.complete, "seconds": round(w.seconds, 2)}
+        report.add(f"{tag}.events_per_s", w.rate, "events/s",
+                   Target(">=", RATE_TARGET) if tag == "w2" else None, **extra)
+        report.add(f"{tag}.cpu_s_per_100k", w.cpu_per_100k, "CPU-s",
+                   Target("<=", CPU_TARGET) if tag != "naive" else None, **extra)
+        for role, mb in run["rss"].items():
+            name = {"root": "supervisor"}.get(role, role.replace("child", "worker")) if tag != "naive" else role
+            is_worker = tag != "naive" and name.startswith("worker")
+            report.add(f"{tag}.peak_rss_{name}", mb, "MB", Target("<=", RSS_TARGET) if is_worker else None, **extra)
+        report.add(f"{tag}.sink_cpu_pct", 100 * run["sink_cpu_s"] / run["wall_s"], "% of a core", **extra)
+        report.add(f"{tag}.broker_cpu_s_per_100k", run["broker_cpu_s"] / pre.events * 100_000, "CPU-s", **extra)
+        if tag != "naive":
+            report.add(f"{tag}.vs_naive", w.rate / naive.rate, "x", Target(">=", RATIO_TARGET) if tag == "w2"
+                       else None, **extra)
+            stop_s, code = run["stop"]
+            if code != 0:
+                report.note(f"{tag}: the engine did not exit on SIGTERM within 15 s (drain); it was killed")
+            else:
+                report.add(f"{tag}.sigterm_exit_s", stop_s, "s", **extra)
+            for key, value in run["bulk"].items():
+                report.add(f"{tag}.bulk_{key}", value, {"requests": "requests", "docs_per_request": "docs"}.get(
+                    key, "bytes" if key.startswith("bytes") else "ms"), **extra)
+    if outage.get("rss_at_pause_mb"):
+        growth = outage["rss_max_during_mb"] - outage["rss_at_pause_mb"]
+        cond = {"workers": 2, "pause_s": pause_s}
+        report.add("outage.rss_worker_at_pause", outage["rss_at_pause_mb"], "MB", **cond)
+        report.add("outage.rss_worker_max_during", outage["rss_max_during_mb"], "MB",
+                   Target("<=", RSS_TARGET), **cond)
+        report.add("outage.rss_growth_during", growth, "MB", Target("<=", 10), **cond)
+        report.add("outage.rss_worker_max_after", outage["rss_max_after_mb"], "MB", **cond)
+        report.add("outage.stored_during_pause", outage["stored_during_pause"], "events", **cond)
+        report.add("outage.recovery_s", outage["recovery_s"], "s", **cond)
+        report.add("outage.events_per_s_after", outage["rate_after"], "events/s", **cond)
+        report.add("outage.bulk_503_answers", outage["refused"], "requests", **cond)
+    else:
+        report.note(f"outage variant incomplete: {outage}")
+    report.note("rates: first stored -> all stored; CPU = user+sys of the engine's process group in that window")
+    report.note("bulk_latency_p50/p99_le_ms are histogram bucket upper bounds; mean is exact")
+    report.publish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_e2e", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100,000 records, 8 s outage")
+    parser.add_argument("--records", type=int, default=0)
+    parser.add_argument("--cap", type=float, default=0.0,
+                        help="stop a run after this many seconds (default 120, quick 60): the rate is then over "
+                             "the part stored, with complete=false in its conditions")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args(argv)
+    count = args.records or (100_000 if args.quick else 1_000_000)
+    pause_s = 8.0 if args.quick else 20.0
+    lead_s = 5.0 if args.quick else 10.0
+    cap = args.cap or (60.0 if args.quick else 120.0)
+    logs = Path(tempfile.mkdtemp(prefix="panopticon-bench-logs-"))
+    with local_stack() as stack:
+        env = topics_env(stack, "bench")
+        print(f"e2e: preloading {count:,} records ...", flush=True)
+        pre = preload(env, count, seed=42)
+        print(f"e2e: preloaded {pre.events:,} events ({pre.bytes / 1e6:.0f} MB) in {pre.seconds:.0f}s", flush=True)
+        sink = Sink()
+        try:
+            runs: dict[str, dict[str, Any]] = {}
+            for workers in (1, 2):
+                runs[f"w{workers}"] = run_engine(env, pre, sink, stack, workers, f"w{workers}", logs, cap)
+                print(f"e2e: engine with {workers} worker(s): {runs[f'w{workers}']['window'].rate:,.0f} events/s",
+                      flush=True)
+            if not args.skip_naive:
+                runs["naive"] = run_naive(env, pre, sink, stack, cap)
+                print(f"e2e: naive: {runs['naive']['window'].rate:,.0f} events/s", flush=True)
+            outage = run_outage(env, pre, sink, logs, pause_s, lead_s)
+        finally:
+            sink.stop()
+    publish(pre, runs, outage, pause_s)
+    print(f"engine logs: {logs}  (load average now {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
