@@ -10,8 +10,10 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from common.clients import admin_config, opensearch_client, producer_config
+from common.indices import IndexNames
 from common.logs import setup_logging
 from common.settings import Settings, SettingsError, load_settings
+from engine.compactor import HourlyCompactor
 from engine.retention import RetentionJob, TemplateJob
 from engine.supervisor import Supervisor
 
@@ -52,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     check_kafka_config(settings)
     workers = args.workers or worker_count(settings)
     search = opensearch_client(settings)
-    supervisor = Supervisor(settings, workers, jobs=[TemplateJob(settings, search), RetentionJob(settings, search)])
+    names = IndexNames(settings.opensearch_index_prefix)
+    jobs = [TemplateJob(settings, search), RetentionJob(settings, search), HourlyCompactor(search, names)]
+    supervisor = Supervisor(settings, workers, jobs=jobs)
     if settings.engine_metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 

@@ -8,11 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from common.settings import Settings, load_settings
 from common.stack import LocalStack, free_port
 
 _names = itertools.count()
+
+# A loaded machine (or CI) must not fail a property for being slow: speed lives in benchmarks/.
+hypothesis_settings.register_profile("panopticon", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("panopticon")
 
 
 @pytest.fixture(scope="session")

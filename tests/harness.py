@@ -156,7 +156,7 @@ class Store:
         except Exception:
             return -1
 
-    def wait_for(self, kind: str, expected: int, timeout_s: float = 180.0, while_waiting: Callable[[], None] | None
+    def wait_for(self, kind: str, expected: int, timeout_s: float = 420.0, while_waiting: Callable[[], None] | None
                  = None) -> int:
         deadline = time.monotonic() + timeout_s
         found = self.count(kind)

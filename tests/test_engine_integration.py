@@ -92,7 +92,7 @@ def test_a_stream_is_stored_exactly_once(engine_settings: Settings, env: dict[st
 
 def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Settings, env: dict[str, str],
                                                         engines: list, tmp_path: Path, stack: LocalStack) -> None:
-    sent = produce(engine_settings, records(30_000, seed=12))
+    sent = produce(engine_settings, records(20_000, seed=12))
     store = Store(engine_settings)
     first = EngineProcess(env, tmp_path / "engine-1.log").start()
     engines.append(first)
@@ -125,12 +125,12 @@ def test_search_outage_pauses_and_resumes(tmp_path: Path, engines: list, unique:
     engine = EngineProcess(env, tmp_path / "engine.log").start()
     engines.append(engine)
     store = Store(settings)
-    all_records = records(24_000, seed=13)
-    produce(settings, all_records[:8000])
-    store.wait_for("logs-apm", Sent(all_records[:8000]).valid_logs(), timeout_s=60)
+    all_records = records(16_000, seed=13)
+    produce(settings, all_records[:6000])
+    store.wait_for("logs-apm", Sent(all_records[:6000]).valid_logs(), timeout_s=120)
 
     stack.stop_search()
-    producer = threading.Thread(target=produce, args=(settings, all_records[8000:]))
+    producer = threading.Thread(target=produce, args=(settings, all_records[6000:]))
     producer.start()
     paused, rss = watch(engine, metrics_port, seconds=20)
     stack.start_search()
