@@ -226,6 +226,7 @@ class RunningBridge:
     def __init__(self, env: dict[str, str], log_path: Path, extra_args: list[str]) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self._terminated = False
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1", *extra_args],
@@ -281,9 +282,14 @@ class RunningBridge:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def terminate(self) -> None:
+        if self.process.poll() is None and not self._terminated:
+            self._terminated = True
+            self.process.terminate()
+
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.terminate()
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -298,21 +304,37 @@ def error_settings(settings: Settings) -> Settings:
     return settings
 
 
-@pytest.fixture
-def start_bridge(settings_env: dict[str, str], error_settings: Settings,
-                 tmp_path: Path) -> Iterator[Callable[..., RunningBridge]]:
-    started: list[RunningBridge] = []
+class Bridges:
+    """Starts bridges for one test; ``launch`` does not wait, so a test needing two starts them side by side."""
 
-    def start(*extra_args: str, **env: str) -> RunningBridge:
-        bridge = RunningBridge({**settings_env, "ERROR_STREAM_REPLAY": "0", **env},
-                               tmp_path / f"bridge-{len(started)}.log", list(extra_args))
-        started.append(bridge)
+    def __init__(self, env: dict[str, str], tmp_path: Path) -> None:
+        self._env = {**env, "ERROR_STREAM_REPLAY": "0"}
+        self._tmp_path = tmp_path
+        self.started: list[RunningBridge] = []
+
+    def launch(self, *extra_args: str, **env: str) -> RunningBridge:
+        bridge = RunningBridge({**self._env, **env}, self._tmp_path / f"bridge-{len(self.started)}.log",
+                               list(extra_args))
+        self.started.append(bridge)
+        return bridge
+
+    def __call__(self, *extra_args: str, **env: str) -> RunningBridge:
+        bridge = self.launch(*extra_args, **env)
         bridge.wait_healthy()
         return bridge
 
-    yield start
-    for bridge in started:
-        bridge.stop()
+    def stop_all(self) -> None:
+        for bridge in self.started:  # SIGTERM to all first: they shut down side by side
+            bridge.terminate()
+        for bridge in self.started:
+            bridge.stop()
+
+
+@pytest.fixture
+def start_bridge(settings_env: dict[str, str], error_settings: Settings, tmp_path: Path) -> Iterator[Bridges]:
+    bridges = Bridges(settings_env, tmp_path)
+    yield bridges
+    bridges.stop_all()
 
 
 class ErrorProducer:
@@ -514,7 +536,7 @@ def ws_status(url: str, origin: str | None) -> int:
 # ---------------------------------------------------------------- integration tests
 
 def test_plain_and_socketio_clients_receive_every_error_with_the_documented_fields(
-        start_bridge: Callable[..., RunningBridge], error_settings: Settings) -> None:
+        start_bridge: Bridges, error_settings: Settings) -> None:
     bridge = start_bridge()
     plain = PlainReader(bridge.ws_url)
     sio = SocketIOReader(bridge.http_url)
@@ -547,8 +569,10 @@ def test_plain_and_socketio_clients_receive_every_error_with_the_documented_fiel
     wait_connected(bridge, 0, 0)
 
 
-def test_origin_is_checked_before_the_upgrade(start_bridge: Callable[..., RunningBridge]) -> None:
-    bridge = start_bridge(ERROR_STREAM_WS_ORIGINS=f"{ALLOWED}, https://other.example")
+def test_origin_is_checked_before_the_upgrade(start_bridge: Bridges) -> None:
+    bridge = start_bridge.launch(ERROR_STREAM_WS_ORIGINS=f"{ALLOWED}, https://other.example")
+    open_bridge = start_bridge.launch()  # empty allow-list: any origin
+    bridge.wait_healthy()
     assert ws_status(bridge.ws_url, "https://evil.example") == 403
     assert ws_status(bridge.ws_url, None) == 403
     assert ws_status(bridge.ws_url, ALLOWED) == 101
@@ -558,12 +582,12 @@ def test_origin_is_checked_before_the_upgrade(start_bridge: Callable[..., Runnin
     SocketIOReader(bridge.http_url, origin=ALLOWED).close()
     assert bridge.metrics()['panopticon_bridge_rejected_total{reason="origin"}'] == 3
 
-    open_bridge = start_bridge()  # empty allow-list: any origin
+    open_bridge.wait_healthy()
     assert ws_status(open_bridge.ws_url, "https://evil.example") == 101
     SocketIOReader(open_bridge.http_url, origin="https://evil.example").close()
 
 
-def test_filters_deliver_only_matching_errors(start_bridge: Callable[..., RunningBridge],
+def test_filters_deliver_only_matching_errors(start_bridge: Bridges,
                                               error_settings: Settings) -> None:
     bridge = start_bridge()
     filtered = PlainReader(f"{bridge.ws_url}?service=api&service=web&environment=PROD")
@@ -587,7 +611,7 @@ def test_filters_deliver_only_matching_errors(start_bridge: Callable[..., Runnin
     assert bridge.metrics()["panopticon_bridge_filtered_total"] == 3 * len(cases) - len(wanted)
 
 
-def test_replay_gives_the_last_errors_oldest_first(start_bridge: Callable[..., RunningBridge],
+def test_replay_gives_the_last_errors_oldest_first(start_bridge: Bridges,
                                                   error_settings: Settings) -> None:
     bridge = start_bridge(ERROR_STREAM_REPLAY="5")
     producer = ErrorProducer(error_settings)
@@ -605,9 +629,11 @@ def test_replay_gives_the_last_errors_oldest_first(start_bridge: Callable[..., R
     assert filtered.received == []
 
 
-def test_two_instances_each_deliver_every_error(start_bridge: Callable[..., RunningBridge],
+def test_two_instances_each_deliver_every_error(start_bridge: Bridges,
                                                 error_settings: Settings) -> None:
-    first, second = start_bridge(), start_bridge()
+    first, second = start_bridge.launch(), start_bridge.launch()
+    first.wait_healthy()
+    second.wait_healthy()
     readers = [PlainReader(first.ws_url), PlainReader(second.ws_url), SocketIOReader(second.http_url)]
     wait_connected(first, websocket_clients=1)
     wait_connected(second, websocket_clients=1, socketio_clients=1)
@@ -636,7 +662,7 @@ def _read_until_closed(ws: websocket.WebSocket, timeout_s: float) -> int | None:
 
 
 def test_a_client_that_never_reads_does_not_delay_the_others_and_is_disconnected(
-        start_bridge: Callable[..., RunningBridge], error_settings: Settings) -> None:
+        start_bridge: Bridges, error_settings: Settings) -> None:
     bridge = start_bridge("--send-buffer-kb", "16", ERROR_STREAM_QUEUE_SIZE="64",
                           ERROR_STREAM_SLOW_CLIENT_S="1.5")
     # A cold producer holds its first second of errors until it has a producer id, then sends them at once:
@@ -676,7 +702,7 @@ def test_a_client_that_never_reads_does_not_delay_the_others_and_is_disconnected
 
 
 def test_malformed_records_are_skipped_and_the_bridge_keeps_running(
-        start_bridge: Callable[..., RunningBridge], error_settings: Settings) -> None:
+        start_bridge: Bridges, error_settings: Settings) -> None:
     bridge = start_bridge()
     reader = PlainReader(bridge.ws_url)
     wait_connected(bridge, websocket_clients=1)
