@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import falcon
 
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, end_tally, start_tally
 
 access_log = logging.getLogger("api.access")
 
@@ -70,13 +70,14 @@ class Cors:
 
 
 class Telemetry:
-    """Times each request; logs one access line and counts it per route template and status."""
+    """Times each request; logs one access line and counts it (and its search requests) per route and status."""
 
     def __init__(self, metrics: ApiMetrics) -> None:
         self._metrics = metrics
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
+        req.context.tally, req.context.tally_token = start_tally()
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
@@ -84,6 +85,10 @@ class Telemetry:
         route = req.uri_template or "unmatched"
         status = str(resp.status_code)
         self._metrics.observe(route, req.method, status, seconds)
+        tally = getattr(req.context, "tally", None)
+        if tally is not None:
+            end_tally(req.context.tally_token)
+            self._metrics.observe_search(route, tally)
         query = f"?{req.query_string}" if req.query_string else ""
         access_log.info('%s "%s %s%s" %s %.1fms', req.remote_addr, req.method, req.path, query, status,
                         seconds * 1000)

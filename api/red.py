@@ -12,11 +12,12 @@ from typing import Protocol
 
 import msgspec
 
+from api.metrics import count_search
 from api.params import TimeRange
 from api.search import Search
 from common.indices import TRACES
+from common.rollup_reader import ReadStats, RollupQuery, RollupReader
 from common.rollup_reader import RedTotals as ReaderTotals
-from common.rollup_reader import RollupQuery, RollupReader
 
 
 class RedTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +76,10 @@ def bucket_starts(window: TimeRange, interval_ms: int) -> list[int]:
     return list(range(first, window.to_ms, interval_ms))
 
 
+def _counted(stats: ReadStats) -> None:
+    count_search(stats.requests, stats.documents)
+
+
 def _totals(totals: ReaderTotals) -> RedTotals:
     return RedTotals(request_count=totals.request_count, error_count=totals.error_count, p50_ms=totals.p50_ms,
                      p90_ms=totals.p90_ms, p95_ms=totals.p95_ms, p99_ms=totals.p99_ms)
@@ -91,12 +96,14 @@ class RollupRed:
     def services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
         query = RollupQuery(scope="service", environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
+        _counted(grouped.stats)
         return [ServiceTotals(service_name=g.service_name, environment=g.environment or "",
                               totals=_totals(g.totals)) for g in grouped.groups]
 
     def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
         query = RollupQuery(scope="endpoint", service=service, environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
+        _counted(grouped.stats)
         return [EndpointTotals(endpoint=g.endpoint or "", totals=_totals(g.totals)) for g in grouped.groups]
 
     def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
@@ -109,6 +116,7 @@ class RollupRed:
             if self._search.count(TRACES, window, {"match_all": {}}):
                 raise
             return RedSeries(interval_ms=interval_ms, buckets=[])
+        _counted(series.stats)
         return RedSeries(interval_ms=series.interval_ms,
                          buckets=[Bucket(start_ms=p.start_ms, totals=_totals(p.totals)) for p in series.points])
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from api.errors import ApiError, SearchUnavailable
+from api.metrics import count_search
 from api.params import TimeRange
 from common.indices import IndexNames
 
@@ -54,6 +55,7 @@ class Search:
             self._client.search, index=self.indices(kind, window), body=body, ignore_unavailable=True,
             allow_no_indices=True, request_timeout=self._timeout_s,
         )
+        count_search(1, len(answer.get("hits", {}).get("hits", ())))
         return answer
 
     def count(self, kind: str, window: TimeRange | None, query: dict[str, Any]) -> int:
@@ -61,6 +63,7 @@ class Search:
             self._client.count, index=self.indices(kind, window), body={"query": query},
             ignore_unavailable=True, allow_no_indices=True, request_timeout=self._timeout_s,
         )
+        count_search(1, 0)
         return int(answer.get("count", 0))
 
     def ping(self) -> dict[str, Any]:

@@ -219,3 +219,16 @@ def test_metrics_exposition_counts_routes_and_statuses() -> None:
     assert 'panopticon_api_requests_total{method="GET",route="/query/spans",status="200"} 1.0' in text
     assert 'panopticon_api_requests_total{method="GET",route="/query/spans",status="400"} 1.0' in text
     assert "panopticon_api_request_duration_seconds_bucket" in text
+
+
+def test_metrics_count_search_requests_and_documents_per_route() -> None:
+    client = FakeClient()
+    app = app_with(client)
+    app.simulate_get("/query/spans")
+    app.simulate_get("/query/traces/abc")  # spans and logs: two searches, then 404
+    app.simulate_get("/query/spans", query_string="size=0")  # refused before any search
+    text = app.simulate_get("/metrics").text
+    assert 'panopticon_api_search_requests_total{route="/query/spans"} 1.0' in text
+    assert 'panopticon_api_search_requests_total{route="/query/traces/{trace_id}"} 2.0' in text
+    assert 'panopticon_api_search_documents_total{route="/query/spans"} 0.0' in text
+    assert client.calls == 3
