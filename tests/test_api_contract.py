@@ -28,13 +28,14 @@ from common.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
+SERVICE, ENDPOINT = ENDPOINTS[0]
 ROUTE_PATHS = (
     "/query/services",
-    "/query/services/checkout/metrics",
-    "/query/services/checkout/endpoints",
-    f"/query/services/checkout/endpoints/{quote(ENDPOINTS[0], safe='')}/traces",
-    "/query/services/checkout/traces",
-    "/query/services/checkout/errors",
+    f"/query/services/{SERVICE}/metrics",
+    f"/query/services/{SERVICE}/endpoints",
+    f"/query/services/{SERVICE}/endpoints/{quote(ENDPOINT, safe='')}/traces",
+    f"/query/services/{SERVICE}/traces",
+    f"/query/services/{SERVICE}/errors",
     "/query/traces/0123456789abcdef",
     "/query/logs",
     "/query/spans",
@@ -53,7 +54,9 @@ def contract_settings(stack: LocalStack) -> Settings:
 @pytest.fixture(scope="module")
 def app(contract_settings: Settings) -> falcon.App:
     client, names = opensearch_client(contract_settings), IndexNames(contract_settings.opensearch_index_prefix)
-    index_rollups(client, names, index_dataset(client, names, seed=11, now_ms=int(time.time() * 1000)))
+    # a smaller loadgen dataset (~60 traces): these tests look for 500s and shapes, not numbers
+    data = index_dataset(client, names, seed=11, now_ms=int(time.time() * 1000), trace_gap_ms=40_000)
+    index_rollups(client, names, data)
     return create_app(contract_settings, build_search(contract_settings), cache=ResponseCache(ttl_s=0))
 
 

@@ -1,15 +1,19 @@
 """A deterministic APM dataset for the query-API tests, and the expected answers computed from it.
 
-Events are generated here (seeded), normalized with ``common.normalize.Refiner`` exactly as ingest does, and
-bulk-indexed into daily indices created by ``IndexCreator``. Tests then compare the API's answers with numbers
-computed in Python from the very documents that were indexed.
+The traffic is loadgen's (``common.traffic.generate`` with a fixed seed and a fixed base time), plus a few
+targeted records for what loadgen never emits: a service name with a space (``auth service``), the
+``dev``/``development`` environment and spellings with spaces (``" PROD "``), an endpoint name with a space
+and no slash, and logs outside any trace. Every record goes through the engine's own decode
+(``engine.decode.RecordDecoder``: normalization, daily index, document ids) and the resulting NDJSON is sent
+to ``_bulk`` into daily indices created by ``IndexCreator``. Tests then compare the API's answers with
+numbers computed in Python from the very documents that were stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,23 +25,33 @@ from api.cache import ResponseCache
 from api.params import TimeRange
 from api.red import Bucket, EndpointTotals, RedSeries, RedTotals, ServiceTotals, bucket_starts
 from api.search import Search
-from common.indices import LOGS, TRACES, IndexCreator, IndexNames
-from common.normalize import Refiner, format_timestamp, parse_timestamp
+from common.indices import IndexCreator, IndexNames
+from common.normalize import format_timestamp, parse_timestamp
 from common.settings import Settings
+from common.traffic import generate
+from engine.decode import RecordDecoder
 
-SERVICES = (
-    ("checkout", ("prod", "Production", " PROD ")),
-    ("orders", ("staging", "stage")),
-    ("auth service", ("dev", "development")),
+LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
+SPAN_WINDOW_MS = 40 * 60_000
+TRACE_GAP_MS = 14_000  # ~170 loadgen traces in the window: ~1,600 spans, ~1,100 logs
+ERROR_RATIO = 0.1
+
+# What the tests ask about (loadgen's catalog, plus the extra "auth service").
+SPAN_SERVICE = "order-service"  # CLIENT spans, paged and sorted
+ROOT_SERVICE = "ecommerce-service"  # root traces
+EXTRA_SERVICE = "auth service"
+EXTRA_ENVIRONMENTS = ("dev", "Development", " PROD ")
+EXTRA_ENDPOINTS = ("GET /health check", "POST /oauth/token")
+ENDPOINTS = (  # (service, endpoint): names with slashes, braces and spaces
+    ("order-service", "GET /api/orders/{id}"),
+    ("board-service", "GET /api/boards/{boardId}/posts/{postId}/comments"),
+    (EXTRA_SERVICE, "GET /health check"),
 )
-ENDPOINTS = ("GET /api/orders/{id}", "POST /api/checkout", "GET /health check")
-MESSAGES = (
+EXTRA_MESSAGES = (
     "payment {n} failed for order {hex}",
     "timeout after {n} ms calling inventory",
     "user {uuid} not found",
-    "cache miss for key {n}",
 )
-SPAN_WINDOW_MS = 40 * 60_000
 
 
 @dataclass
@@ -45,6 +59,7 @@ class Dataset:
     now_ms: int
     spans: list[dict[str, Any]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
+    records: int = 0  # Kafka records sent through the decoder (loadgen's and the extra ones)
 
     @property
     def window(self) -> tuple[str, str]:
@@ -56,70 +71,64 @@ def _hex(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("0123456789abcdef") for _ in range(n))
 
 
-def generate(seed: int, now_ms: int, traces: int = 90) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Raw wire events (before normalization): spans and logs of ``traces`` traces, plus stray logs."""
-    rng = random.Random(seed)
-    spans: list[dict[str, Any]] = []
-    logs: list[dict[str, Any]] = []
-    used_ms: set[int] = set()
+def loadgen_records(seed: int, now_ms: int, gap_ms: float = TRACE_GAP_MS) -> Iterator[tuple[str, bytes]]:
+    """(topic, value) of loadgen's traces that start in ``[now - 42 min, now - 2 min)``."""
+    last = ""
+    for record in generate(seed=seed, base_time_ms=now_ms - SPAN_WINDOW_MS - 2 * 60_000,
+                           trace_interval_ms=gap_ms, error_ratio=ERROR_RATIO):
+        if record.trace_id != last:
+            if record.timestamp_ms >= now_ms - 2 * 60_000:
+                return
+            last = record.trace_id
+        yield (SPAN_TOPIC if record.kind == "span" else LOG_TOPIC), record.value
+
+
+def extra_records(seed: int, now_ms: int, traces: int = 30) -> Iterator[tuple[str, bytes]]:
+    """What loadgen lacks: ``auth service`` in dev/development/" PROD " with SERVER roots (2 in 5 failing),
+    children and logs; endpoint names with a space; logs outside any trace."""
+    rng, encode = random.Random(seed), msgspec.json.encode
     for number in range(traces):
-        service, envs = SERVICES[number % len(SERVICES)]
-        endpoint = ENDPOINTS[rng.randrange(len(ENDPOINTS))]
-        start = now_ms - rng.randrange(2_000, SPAN_WINDOW_MS)
-        while start in used_ms:
-            start -= 1
-        used_ms.add(start)
+        env, endpoint = EXTRA_ENVIRONMENTS[number % 3], EXTRA_ENDPOINTS[number % 2]
+        start = now_ms - rng.randrange(2 * 60_000, SPAN_WINDOW_MS)
         trace_id, root_id = _hex(rng, 32), _hex(rng, 16)
-        error = rng.random() < 0.25
-        duration = round(rng.lognormvariate(3.5, 0.8), 3)
-        env = rng.choice(envs)
-        spans.append({"timestamp": start, "service_name": service, "environment": env, "trace_id": trace_id,
-                      "span_id": root_id, "name": endpoint, "kind": rng.choice(["SERVER", "server"]),
-                      "duration_ms": duration, "status": "ERROR" if error else rng.choice(["OK", "UNSET"]),
-                      "http_method": endpoint.split()[0], "http_path": "/api/x",
-                      "http_status_code": 500 if error else 200, "labels": {"region": rng.choice(["eu", "us"])}})
-        for child in range(rng.randrange(1, 4)):
-            kind = ("CLIENT", "INTERNAL", "SERVER")[child % 3]
-            spans.append({"timestamp": start + child + 1, "service_name": service, "environment": env,
-                          "trace_id": trace_id, "span_id": _hex(rng, 16), "parent_span_id": root_id,
-                          "name": endpoint if kind == "SERVER" else f"db query {child}", "kind": kind,
-                          "duration_ms": round(duration / (child + 2), 3), "status": "OK"})
-        for line in range(rng.randrange(1, 3)):
-            level = "ERROR" if error and line == 0 else rng.choice(["info", "WARNING", "debug"])
-            template = MESSAGES[rng.randrange(len(MESSAGES))]
-            message = template.format(n=rng.randrange(1, 99_999), hex="0x" + _hex(rng, 8),
-                                      uuid="-".join(_hex(rng, n) for n in (8, 4, 4, 4, 12)))
-            logs.append({"timestamp": format_timestamp(start + line), "service_name": service, "environment": env,
-                         "level": level, "message": message, "trace_id": trace_id, "span_id": root_id})
-    for number in range(20):
-        service, envs = SERVICES[number % len(SERVICES)]
-        logs.append({"timestamp": now_ms - rng.randrange(2_000, SPAN_WINDOW_MS), "service_name": service,
-                     "environment": envs[0], "level": rng.choice(["ERROR", "info"]),
-                     "message": f"background job {rng.randrange(1000)} finished with warnings"})
-    return spans, logs
+        error, duration = number % 5 in (1, 2), round(rng.lognormvariate(3.5, 0.8), 3)
+        head = {"service_name": EXTRA_SERVICE, "environment": env, "trace_id": trace_id}
+        yield SPAN_TOPIC, encode({"timestamp": start, **head, "span_id": root_id, "name": endpoint,
+                                  "kind": "server", "duration_ms": duration, "status": "ERROR" if error else "OK",
+                                  "http_method": endpoint.split()[0], "http_path": "/x",
+                                  "http_status_code": 500 if error else 200, "labels": {"region": "eu"}})
+        yield SPAN_TOPIC, encode({"timestamp": start + 1, **head, "span_id": _hex(rng, 16),
+                                  "parent_span_id": root_id, "name": "SELECT tokens", "kind": "CLIENT",
+                                  "duration_ms": round(duration / 2, 3), "status": "OK"})
+        message = EXTRA_MESSAGES[number % 3].format(n=rng.randrange(1, 99_999), hex="0x" + _hex(rng, 8),
+                                                    uuid="-".join(_hex(rng, n) for n in (8, 4, 4, 4, 12)))
+        yield LOG_TOPIC, encode({"timestamp": format_timestamp(start + 2), **head, "span_id": root_id,
+                                 "level": "ERROR" if error else "info", "message": message})
+    for number in range(5):
+        yield LOG_TOPIC, encode({"timestamp": now_ms - rng.randrange(2 * 60_000, SPAN_WINDOW_MS),
+                                 "service_name": EXTRA_SERVICE, "environment": "dev", "level": "WARNING",
+                                 "message": f"background job {number} finished with warnings"})
 
 
-def span_id_of(doc: dict[str, Any]) -> str:
-    return hashlib.blake2b(f"{doc['trace_id']}\x00{doc['span_id']}".encode(), digest_size=16).hexdigest()
+def index_dataset(client: Any, names: IndexNames, seed: int, now_ms: int,
+                  trace_gap_ms: float = TRACE_GAP_MS) -> Dataset:
+    """Decode loadgen's and the extra records like the engine, bulk them (refreshed), keep the stored docs.
 
-
-def index_dataset(client: Any, names: IndexNames, seed: int, now_ms: int) -> Dataset:
-    from opensearchpy import helpers
-
-    refiner, creator = Refiner(), IndexCreator(client, names)
-    raw_spans, raw_logs = generate(seed, now_ms)
-    data = Dataset(now_ms=now_ms)
-    actions = []
-    for kind, events, target in ((TRACES, raw_spans, data.spans), (LOGS, raw_logs, data.logs)):
-        for number, event in enumerate(events):
-            refined = refiner.span(event, now_ms, now_ms) if kind == TRACES else refiner.log(event, now_ms, now_ms)
-            doc = msgspec.to_builtins(refined.doc)
-            index = names.daily(kind, refined.epoch_ms)
-            creator.ensure(kind, index)
-            doc_id = span_id_of(doc) if kind == TRACES else f"log-{seed}-{number}"
-            actions.append({"_op_type": "create", "_index": index, "_id": doc_id, "_source": doc})
-            target.append(doc)
-    helpers.bulk(client, actions, refresh=True)
+    ``trace_gap_ms``: mean gap between loadgen traces (larger: a smaller dataset)."""
+    decoder, creator = RecordDecoder(names, LOG_TOPIC, SPAN_TOPIC, 1 << 20), IndexCreator(client, names)
+    data, body = Dataset(now_ms=now_ms), bytearray()
+    records = [*loadgen_records(seed, now_ms, trace_gap_ms), *extra_records(seed, now_ms)]
+    for offset, (topic, value) in enumerate(records):
+        decoded = decoder.decode(topic, 0, offset, value, now_ms, now_ms)
+        assert not decoded.rejects, decoded.rejects
+        for entry in decoded.entries:
+            creator.ensure(entry.index_kind, entry.index)
+            body += entry.action + entry.doc + b"\n"
+            doc = msgspec.json.decode(entry.doc)
+            (data.spans if topic == SPAN_TOPIC else data.logs).append(doc)
+    data.records = len(records)
+    answer = client.bulk(body=bytes(body), refresh="true", request_timeout=120)
+    assert not answer.get("errors"), [i for i in answer["items"] if next(iter(i.values())).get("error")][:1]
     return data
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from test_api_data import Dataset, index_dataset
+from test_api_data import ENDPOINTS, EXTRA_SERVICE, Dataset, index_dataset
 
 from common.clients import opensearch_client
 from common.indices import IndexNames
@@ -29,7 +29,7 @@ from common.settings import load_settings
 from common.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
-ENDPOINT = "GET /api/orders/{id}"
+SERVICE, ENDPOINT = ENDPOINTS[0]  # "GET /api/orders/{id}"
 
 
 def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None,
@@ -93,18 +93,20 @@ def as_json(body: bytes) -> Any:
 def test_encoded_slash_in_endpoint_over_real_http(server: tuple[str, Dataset, Path]) -> None:
     base, data, _ = server
     start, end = data.window
-    expected = sorted((s for s in data.spans if s["kind"] == "SERVER" and s["service_name"] == "checkout"
+    expected = sorted((s for s in data.spans if s["kind"] == "SERVER" and s["service_name"] == SERVICE
                        and s["name"] == ENDPOINT and s["status"] == "ERROR"), key=lambda s: s["@timestamp"],
                       reverse=True)
-    url = (f"{base}/query/services/checkout/endpoints/{quote(ENDPOINT, safe='')}/traces"
+    assert expected
+    url = (f"{base}/query/services/{SERVICE}/endpoints/{quote(ENDPOINT, safe='')}/traces"
            f"?status=error&limit=200&from={quote(start)}&to={quote(end)}")
     assert "%2F" in url
     status, headers, body = fetch(url, headers={"Origin": "http://localhost:3000"})
     assert status == 200, body
     assert {t["spanId"] for t in as_json(body)} == {s["span_id"] for s in expected}
     assert headers["access-control-allow-origin"] == "*"
-    status, _, body = fetch(f"{base}/query/services/{quote('auth service')}/traces?environment=DEV")
-    assert status == 200 and all(t["service_name"] == "auth service" for t in as_json(body)["traces"])
+    status, _, body = fetch(f"{base}/query/services/{quote(EXTRA_SERVICE)}/traces?environment=DEV")
+    traces = as_json(body)["traces"]
+    assert status == 200 and traces and all(t["service_name"] == EXTRA_SERVICE for t in traces)
 
 
 def test_preflight_and_errors_over_real_http(server: tuple[str, Dataset, Path]) -> None:
