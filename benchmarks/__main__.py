@@ -40,6 +40,8 @@ BENCHES = [
     # another engineer's module: writes 24 h of rollups into the embedded server first (5+ min here), so it
     # runs only when asked for: --only rollup_reads
     Bench("rollup_reads", "benchmarks.rollup_reads", quick_flag=False, in_quick=False, in_full=False, limit_s=900),
+    # the query API at 16 clients, every route for 30 s after loading ~60k loadgen documents + 14 days of rollups
+    Bench("api", "benchmarks.bench_api", limit_s=1500),
 ]
 NOT_BENCHMARKS = {"__init__", "__main__", "report", "rig", "sink", "naive"}
 

@@ -1,0 +1,542 @@
+"""The query API under load: requests/s and p50/p95/p99 latency per route at 16 concurrent clients.
+
+``python -m benchmarks.bench_api [--quick | --full] [--spans N --logs N] [--duration S] [--clients N]``
+
+1. Starts its own embedded local stack on free ports.
+2. Loads a dataset built from loadgen with a fixed seed: every record goes through the engine's own decode
+   (``engine.decode.RecordDecoder``: the stored documents, daily index and ids exactly as the engine writes
+   them) and is sent as NDJSON straight to ``_bulk``, into daily indices made by ``IndexCreator``. The raw
+   data covers the last two hours. The bulk rate is measured as the store grows, and a fit of it (time per
+   document linear in the documents already stored) extrapolates the time 1,000,000 spans + 1,000,000 logs
+   would take.
+3. Rollups for 14 days: 1-minute documents of the loaded SERVER spans, one per source partition (the
+   engine's keys), then ``engine.compactor.compact_hours`` derives the 1-hour documents of the closed hours;
+   each older hour gets 1-hour documents (and its marker) summed from 60 minutes drawn from the loaded ones
+   with ``RollupCell.merge``, as the compactor sums minute documents.
+4. Starts ``panopticon api`` (gunicorn, its default 2 workers x 4 threads) on a free port and drives each
+   route for ``--duration`` seconds with ``--clients`` threads, each with its own keep-alive HTTP connection.
+   Ranges are explicit and end more than 10 s in the past, so the API's response cache (sliding questions
+   only) is not involved, except in the ``*_sliding`` phase, which asks what the frontend asks.
+   The search requests and documents each route reads come from the API's own Prometheus counters
+   (``panopticon_api_search_requests_total`` / ``_documents_total``), per answered request.
+
+Scales: ``--quick`` (smoke, ~2 min), default (loads in about 4 minutes here), ``--full`` (>= 1M spans and
+>= 1M logs; hours on the embedded server). Targets (p95): 14-day ``/query/services`` and ``.../metrics``
+under 300 ms, trace detail under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import msgspec
+
+from benchmarks.report import Report, Target
+from benchmarks.rig import Group
+from common.clients import opensearch_client
+from common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
+from common.normalize import format_timestamp
+from common.rollup import (
+    SCOPE_ENDPOINT,
+    SCOPE_SERVICE,
+    TIER_1H,
+    TIER_1M,
+    RollupCell,
+    RollupKey,
+    hour_marker_key,
+)
+from common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS
+from common.schema import SpanDoc
+from common.settings import load_settings
+from common.stack import LocalStack, free_port
+from common.traffic import generate
+from engine.compactor import compact_hours
+from engine.decode import RecordDecoder
+
+SEED = 20_240_601
+PREFIX = "benchapi-"
+LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
+RAW_WINDOW_MS = 2 * HOUR_MS
+BULK_BYTES = 4 << 20
+SCALES = {"quick": (6_000, 4_000), "default": (36_000, 24_000), "full": (1_000_000, 1_000_000)}
+TARGETS = {"services_14d": 300.0, "metrics_14d": 300.0, "trace": 100.0}
+Cells = dict[RollupKey, RollupCell]
+
+
+# ---------------------------------------------------------------- loading
+
+@dataclass
+class Loaded:
+    """What was stored, and what the load phase measured."""
+
+    records: int = 0
+    spans: int = 0
+    logs: int = 0
+    rollup_1m: int = 0
+    rollup_1h: int = 0
+    bulk_s: float = 0.0
+    generate_s: float = 0.0
+    chunks: list[tuple[int, int, float]] = field(default_factory=list)  # (stored before, docs, seconds)
+    end_ms: int = 0
+    traces: list[str] = field(default_factory=list)
+    endpoints: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (service, name) -> [n, errors]
+    minute_cells: dict[int, Cells] = field(default_factory=dict)
+
+    @property
+    def docs(self) -> int:
+        return self.spans + self.logs
+
+    def services(self) -> list[str]:
+        counts: dict[str, int] = {}
+        for (service, _), (n, _) in self.endpoints.items():
+            counts[service] = counts.get(service, 0) + n
+        return sorted(counts, key=lambda s: -counts[s])
+
+
+class BulkLoader:
+    """NDJSON bodies straight to ``_bulk``, timed; the rate is kept per chunk against the store's size."""
+
+    def __init__(self, client: Any, loaded: Loaded) -> None:
+        self._client = client
+        self._loaded = loaded
+        self._body = bytearray()
+        self._docs = 0
+        self.stored = 0
+
+    def add(self, action: bytes, doc: bytes) -> None:
+        self._body += action
+        self._body += doc
+        self._body += b"\n"
+        self._docs += 1
+        if len(self._body) >= BULK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._docs:
+            return
+        started = time.monotonic()
+        answer = self._client.bulk(body=bytes(self._body), request_timeout=600)
+        seconds = time.monotonic() - started
+        if answer.get("errors"):
+            failed = [i for i in answer["items"] if next(iter(i.values())).get("status", 500) >= 300]
+            raise RuntimeError(f"bulk: {len(failed)} failed, first {failed[:1]}")
+        self._loaded.chunks.append((self.stored, self._docs, seconds))
+        self._loaded.bulk_s += seconds
+        self.stored += self._docs
+        self._body.clear()
+        self._docs = 0
+
+
+def load_raw(client: Any, names: IndexNames, now_ms: int, spans: int, logs: int, partitions: int) -> Loaded:
+    """Loadgen records through the engine's decode into ``_bulk``; SERVER spans into 1-minute cells."""
+    loaded, creator = Loaded(), IndexCreator(client, names)
+    decoder = RecordDecoder(names, LOG_TOPIC, SPAN_TOPIC, 16 << 20)
+    bulk, offsets = BulkLoader(client, loaded), [0] * partitions
+    interval_ms = RAW_WINDOW_MS / (max(spans, logs * 1.5) / 9.6 * 1.1)  # ~9.6 spans, ~6.4 logs per trace
+    sampler, last_trace = random.Random(SEED), ""
+    started = time.monotonic()
+    for record in generate(seed=SEED, base_time_ms=now_ms - RAW_WINDOW_MS, trace_interval_ms=interval_ms,
+                           error_ratio=0.03):
+        if record.trace_id != last_trace:
+            if (loaded.spans >= spans and loaded.logs >= logs) or record.timestamp_ms > now_ms - 30_000:
+                break
+            last_trace = record.trace_id
+            if sampler.random() < 0.2:
+                loaded.traces.append(record.trace_id)
+        partition = zlib.crc32(record.key) % partitions
+        offset, offsets[partition] = offsets[partition], offsets[partition] + 1
+        topic = SPAN_TOPIC if record.kind == "span" else LOG_TOPIC
+        decoded = decoder.decode(topic, partition, offset, record.value, record.timestamp_ms, now_ms)
+        loaded.records += 1
+        for entry in decoded.entries:
+            creator.ensure(entry.index_kind, entry.index)
+            bulk.add(entry.action, entry.doc)
+            doc = entry.refined.doc
+            if isinstance(doc, SpanDoc):
+                loaded.spans += 1
+                loaded.end_ms = max(loaded.end_ms, entry.refined.epoch_ms)
+                if doc.kind == "SERVER":
+                    add_server_span(loaded, doc, entry.refined.epoch_ms, f"{SPAN_TOPIC}:{partition}")
+            else:
+                loaded.logs += 1
+    bulk.flush()
+    loaded.generate_s = time.monotonic() - started - loaded.bulk_s
+    return loaded
+
+
+def add_server_span(loaded: Loaded, doc: SpanDoc, epoch_ms: int, partition: str) -> None:
+    minute = epoch_ms - epoch_ms % MINUTE_MS
+    cells = loaded.minute_cells.setdefault(minute, {})
+    error = doc.status == "ERROR"
+    for scope, endpoint in ((SCOPE_SERVICE, ""), (SCOPE_ENDPOINT, doc.name)):
+        key = RollupKey(TIER_1M, minute, doc.service_name, doc.environment, scope, endpoint, partition)
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = RollupCell()
+        cell.add(doc.duration_ms, error)
+    tally = loaded.endpoints.setdefault((doc.service_name, doc.name), [0, 0])
+    tally[0] += 1
+    tally[1] += error
+
+
+def rollup_actions(names: IndexNames, creator: IndexCreator, kind: str, cells: Cells,
+                   written_ms: int) -> Iterator[tuple[bytes, bytes]]:
+    encode = msgspec.json.Encoder().encode
+    for key, cell in cells.items():
+        index = key.index_name(names)
+        creator.ensure(kind, index)
+        yield b'{"index":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), key.doc_id().encode()), \
+            encode(cell.to_doc(key, written_ms))
+
+
+def load_rollups(client: Any, names: IndexNames, loaded: Loaded, now_ms: int, days: int) -> float:
+    """1-minute documents of the loaded spans, the compactor over them, then 1-hour documents further back."""
+    started = time.monotonic()
+    creator, sink = IndexCreator(client, names), Loaded()
+    bulk = BulkLoader(client, sink)
+    for minute, cells in sorted(loaded.minute_cells.items()):
+        for action, doc in rollup_actions(names, creator, METRICS_1M, cells, minute + MINUTE_MS + 5_000):
+            bulk.add(action, doc)
+            loaded.rollup_1m += 1
+    bulk.flush()
+    client.indices.refresh(index=f"{PREFIX}*")
+    report = compact_hours(client, names, now_ms, 300_000, lookback_hours=RAW_WINDOW_MS // HOUR_MS + 2,
+                           creator=creator)
+    loaded.rollup_1h += report.documents_written
+    rng, minutes = random.Random(SEED), sorted(loaded.minute_cells)
+    first_raw_hour = min(minutes) - min(minutes) % HOUR_MS
+    for hour in range(first_raw_hour - days * DAY_MS, first_raw_hour, HOUR_MS):
+        cells: Cells = {}
+        total = 0
+        for minute in (minutes[int(rng.random() * len(minutes))] for _ in range(60)):
+            for key, cell in loaded.minute_cells[minute].items():
+                hourly = RollupKey(TIER_1H, hour, key.service, key.environment, key.scope, key.endpoint)
+                cells.setdefault(hourly, RollupCell()).merge(cell)
+                total += cell.request_count if key.scope == SCOPE_SERVICE else 0
+        written = hour + HOUR_MS + 360_000
+        for action, doc in rollup_actions(names, creator, METRICS_1H, cells, written):
+            bulk.add(action, doc)
+        marker = RollupCell().to_doc(hour_marker_key(hour), written)
+        marker.request_count = total
+        index = names.daily(METRICS_1H, hour)
+        bulk.add(b'{"index":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), marker.rollup_id.encode()),
+                 msgspec.json.encode(marker))
+        loaded.rollup_1h += len(cells) + 1
+    bulk.flush()
+    client.indices.refresh(index=f"{PREFIX}*")
+    return time.monotonic() - started
+
+
+def extrapolate_s(chunks: list[tuple[int, int, float]], docs: int) -> tuple[float, float, float]:
+    """Seconds to bulk ``docs`` documents into a growing store, from a least-squares fit of the time per
+    document against the documents already stored: ``t(n) = a + b n``, so ``T(N) = a N + b N^2 / 2``."""
+    points = [(before + n / 2, seconds / n) for before, n, seconds in chunks if n]
+    if len(points) < 2:
+        a = points[0][1] if points else 0.0
+        return a * docs, a, 0.0
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    b = max(0.0, sum((x - mx) * (y - my) for x, y in points) / sxx) if sxx else 0.0
+    a = max(1e-7, my - b * mx)
+    return a * docs + b * docs * docs / 2, a, b
+
+
+# ---------------------------------------------------------------- driving the routes
+
+@dataclass
+class Phase:
+    name: str
+    route: str  # the route template, as the API's metrics label it
+    request: Callable[[random.Random], str]  # a path with its query string
+
+
+@dataclass
+class Outcome:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def explicit(anchor_ms: int, span_ms: int, rng: random.Random) -> dict[str, str]:
+    """An explicit range ending 10-70 s before the anchor (never a sliding, cached question)."""
+    end = anchor_ms - 10_000 - int(rng.random() * 60_000)
+    return {"from": format_timestamp(end - span_ms), "to": format_timestamp(end)}
+
+
+def phases(loaded: Loaded, anchor_ms: int) -> list[Phase]:
+    services = loaded.services()
+    busy = [k for k, (n, _) in sorted(loaded.endpoints.items(), key=lambda kv: -kv[1][0])][:12]
+    failing = [k for k, (_, e) in loaded.endpoints.items() if e] or busy
+    traces = loaded.traces
+
+    def pick(rng: random.Random, items: list[Any]) -> Any:
+        return items[int(rng.random() * len(items))]
+
+    def path(base: str, rng: random.Random, span_ms: int | None, **params: Any) -> str:
+        query = {**(explicit(anchor_ms, span_ms, rng) if span_ms else {}), **params}
+        return f"{base}?{urlencode(query)}" if query else base
+
+    def service_path(rng: random.Random, tail: str) -> str:
+        return f"/query/services/{quote(pick(rng, services), safe='')}/{tail}"
+
+    def endpoint_path(rng: random.Random, pairs: list[tuple[str, str]]) -> str:
+        service, endpoint = pick(rng, pairs)
+        return f"/query/services/{quote(service, safe='')}/endpoints/{quote(endpoint, safe='')}/traces"
+
+    svc, met = "/query/services", "/query/services/{service}/metrics"
+    return [
+        Phase("services_60m", svc, lambda r: path(svc, r, HOUR_MS)),
+        Phase("services_14d", svc, lambda r: path(svc, r, 14 * DAY_MS)),
+        Phase("services_14d_sliding", svc,
+              lambda r: f"{svc}?{urlencode({'from': format_timestamp(anchor_ms - 14 * DAY_MS)})}"),
+        Phase("metrics_15m", met, lambda r: path(service_path(r, "metrics"), r, 15 * MINUTE_MS)),
+        Phase("metrics_24h", met, lambda r: path(service_path(r, "metrics"), r, DAY_MS)),
+        Phase("metrics_14d", met, lambda r: path(service_path(r, "metrics"), r, 14 * DAY_MS)),
+        Phase("endpoints_60m", "/query/services/{service}/endpoints",
+              lambda r: path(service_path(r, "endpoints"), r, HOUR_MS)),
+        Phase("endpoint_traces_error", "/query/services/{service}/endpoints/{endpoint}/traces",
+              lambda r: path(endpoint_path(r, failing), r, HOUR_MS, status="ERROR")),
+        Phase("endpoint_traces_slow", "/query/services/{service}/endpoints/{endpoint}/traces",
+              lambda r: path(endpoint_path(r, busy), r, HOUR_MS, status="SLOW")),
+        Phase("service_traces", "/query/services/{service}/traces",
+              lambda r: path(service_path(r, "traces"), r, HOUR_MS, sort=pick(r, ["duration_desc",
+                                                                                  "start_time_desc"]))),
+        Phase("errors", "/query/services/{service}/errors", lambda r: path(service_path(r, "errors"), r, HOUR_MS)),
+        Phase("trace", "/query/traces/{trace_id}", lambda r: f"/query/traces/{pick(r, traces)}"),
+        Phase("logs", "/query/logs", lambda r: path("/query/logs", r, 15 * MINUTE_MS,
+                                                    service_name=pick(r, services))),
+        Phase("logs_search", "/query/logs", lambda r: path("/query/logs", r, 15 * MINUTE_MS,
+                                                           message=pick(r, ["failed", "order created",
+                                                                            "timed out"]))),
+        Phase("spans", "/query/spans", lambda r: path("/query/spans", r, 15 * MINUTE_MS,
+                                                      service_name=pick(r, services), kind="SERVER")),
+    ]
+
+
+def drive(port: int, phase: Phase, clients: int, duration_s: float) -> Outcome:
+    """``clients`` threads, each with one keep-alive connection, asking until the deadline."""
+    outcome, lock = Outcome(), threading.Lock()
+    deadline = time.monotonic() + duration_s
+
+    def client(number: int) -> None:
+        rng = random.Random(f"{phase.name}-{number}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        latencies, errors = [], {}
+        while time.monotonic() < deadline:
+            target = phase.request(rng)
+            started = time.perf_counter()
+            try:
+                connection.request("GET", target)
+                answer = connection.getresponse()
+                answer.read()
+                status = str(answer.status)
+            except (OSError, http.client.HTTPException) as exc:
+                status = type(exc).__name__
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != "200":
+                errors[status] = errors.get(status, 0) + 1
+        connection.close()
+        with lock:
+            outcome.latencies_ms += latencies
+            for key, n in errors.items():
+                outcome.errors[key] = outcome.errors.get(key, 0) + n
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
+
+
+_SAMPLE = re.compile(r'^(\w+)\{(.*)\}\s+(\S+)$', re.M)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+COUNTERS = ("panopticon_api_requests_total", "panopticon_api_search_requests_total",
+            "panopticon_api_search_documents_total")
+
+
+def route_counters(port: int) -> dict[tuple[str, str], float]:
+    """(counter, route) -> value, summed over the other labels (route templates hold braces)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    out: dict[tuple[str, str], float] = {}
+    for name, labels, value in _SAMPLE.findall(text):
+        if name in COUNTERS:
+            route = dict(_LABEL.findall(labels)).get("route", "")
+            out[(name, route)] = out.get((name, route), 0.0) + float(value)
+    return out
+
+
+def route_costs(port: int, route: str, before: dict[tuple[str, str], float]) -> tuple[float, ...]:
+    """Answered requests, search requests and documents of the route since ``before``."""
+    after = route_counters(port)
+    return tuple(after.get((name, route), 0.0) - before.get((name, route), 0.0) for name in COUNTERS)
+
+
+def drain(client: Any, names: IndexNames, limit_s: float = 180.0) -> float:
+    """Wait until the search server answers a small query quickly again: requests the API gave up on (503)
+    are still being worked off there, and would otherwise slow down the next phase."""
+    started = time.monotonic()
+    probe = {"size": 0, "query": {"term": {"scope": "none"}}}
+    while time.monotonic() - started < limit_s:
+        asked = time.monotonic()
+        client.search(index=names.pattern(METRICS_1H).replace("*", "1970.01.01"), body=probe,
+                      params={"ignore_unavailable": "true", "allow_no_indices": "true"}, request_timeout=limit_s)
+        if time.monotonic() - asked < 0.5:
+            break
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
+def start_api(env: dict[str, str], log_dir: Path) -> tuple[Group, int]:
+    port = free_port()
+    api = Group([sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}"],
+                {**env, "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "prom")}, log_dir / "api.log")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return api, port
+        except OSError:
+            pass
+        if not api.alive():
+            break
+        time.sleep(0.3)
+    api.stop()
+    raise RuntimeError(f"the API did not come up; see {log_dir / 'api.log'}")
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_api", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="smoke run: small dataset, 5 s per route")
+    scale.add_argument("--full", action="store_true", help=">= 1M spans and >= 1M logs (hours here)")
+    parser.add_argument("--spans", type=int, help="at least this many spans (overrides the scale)")
+    parser.add_argument("--logs", type=int, help="at least this many logs (overrides the scale)")
+    parser.add_argument("--days", type=int, default=14, help="days of rollups")
+    parser.add_argument("--duration", type=float, help="seconds per route (default 30; --quick 5)")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--partitions", type=int, default=3, help="source partitions of the span topic")
+    parser.add_argument("--only", action="append", metavar="PHASE", help="drive only this phase (repeatable)")
+    args = parser.parse_args(argv)
+    scale_name = "quick" if args.quick else "full" if args.full else "default"
+    spans, logs = SCALES[scale_name]
+    spans, logs = args.spans or spans, args.logs or logs
+    duration = args.duration or (5.0 if args.quick else 30.0)
+    work = Path(tempfile.mkdtemp(prefix="panopticon-bench-api-"))
+    stack = LocalStack(str(work / "stack"), free_port(), free_port()).start()
+    try:
+        return run(args, stack, work, scale_name, spans, logs, duration)
+    finally:
+        stack.stop()
+
+
+def run(args: argparse.Namespace, stack: LocalStack, work: Path, scale_name: str, spans: int, logs: int,
+        duration: float) -> int:
+    env = {**stack.env(), "OPENSEARCH_INDEX_PREFIX": PREFIX}
+    client = opensearch_client(load_settings(env), timeout_s=600)
+    names = IndexNames(PREFIX)
+    now_ms = int(time.time() * 1000)
+    print(f"api: loading >= {spans:,} spans and >= {logs:,} logs (seed {SEED}) ...", flush=True)
+    loaded = load_raw(client, names, now_ms, spans, logs, args.partitions)
+    client.indices.refresh(index=f"{PREFIX}*")
+    print(f"api: {loaded.docs:,} documents ({loaded.spans:,} spans, {loaded.logs:,} logs) from "
+          f"{loaded.records:,} records: bulk {loaded.bulk_s:.0f} s ({loaded.docs / loaded.bulk_s:,.0f} docs/s), "
+          f"generate + decode {loaded.generate_s:.0f} s", flush=True)
+    rollup_s = load_rollups(client, names, loaded, now_ms, args.days)
+    print(f"api: rollups: {loaded.rollup_1m:,} 1-minute and {loaded.rollup_1h:,} 1-hour documents in "
+          f"{rollup_s:.0f} s", flush=True)
+    stored = {kind: int(client.count(index=names.pattern(kind))["count"])
+              for kind in (TRACES, LOGS, METRICS_1M, METRICS_1H)}
+    full_s, a, b = extrapolate_s(loaded.chunks, 2_000_000)
+    first, last = loaded.chunks[0], loaded.chunks[-1]
+    conditions = {"scale": scale_name, "seed": SEED, "spans": loaded.spans, "logs": loaded.logs,
+                  "records": loaded.records, "rollup_days": args.days, "rollup_1m_docs": loaded.rollup_1m,
+                  "rollup_1h_docs": loaded.rollup_1h, "stored": stored, "clients": args.clients,
+                  "duration_s": duration, "api": "gunicorn 2 workers x 4 threads (defaults)",
+                  "search": "embedded (noida-db)", "raw_window_h": RAW_WINDOW_MS // HOUR_MS}
+    report = Report("api", conditions)
+    report.add("api.load.docs_per_s", loaded.docs / loaded.bulk_s, "docs/s")
+    report.add("api.load.first_chunk_docs_per_s", first[1] / first[2], "docs/s", stored_before=first[0])
+    report.add("api.load.last_chunk_docs_per_s", last[1] / last[2], "docs/s", stored_before=last[0])
+    report.add("api.load.extrapolated_1m_spans_1m_logs_h", full_s / 3600, "h", fit_s_per_doc=a,
+               fit_s_per_doc_per_stored=b)
+    report.note(f"load: {loaded.docs:,} raw documents bulk-indexed in {loaded.bulk_s:.0f} s; time per document "
+                f"fitted as {a * 1e6:.0f} us + {b * 1e9:.2f} ns x documents stored -> 1M spans + 1M logs "
+                f"would take ~{full_s / 3600:.1f} h")
+    api, port = start_api(env, work)
+    try:
+        anchor = loaded.end_ms + 1_000
+        chosen = [p for p in phases(loaded, anchor) if not args.only or p.name in args.only]
+        for phase in chosen:
+            drive(port, phase, 2, min(3.0, duration / 5))  # warm the workers' connections and readers
+            drain(client, names)
+            before = route_counters(port)
+            outcome = drive(port, phase, args.clients, duration)
+            answered, requests, documents = route_costs(port, phase.route, before)
+            publish_phase(report, phase, outcome, answered, requests, documents)
+            drained = drain(client, names)
+            if drained > 2:
+                report.note(f"{phase.name}: the search server needed {drained:.0f} s to work off requests "
+                            "the API had given up on")
+    finally:
+        api.stop()
+    report.publish()
+    return 0
+
+
+def publish_phase(report: Report, phase: Phase, outcome: Outcome, answered: float, requests: float,
+                  documents: float) -> None:
+    latencies, n = outcome.latencies_ms, len(outcome.latencies_ms)
+    name = f"api.{phase.name}"
+    target = TARGETS.get(phase.name)
+    errors = sum(outcome.errors.values())
+    report.add(f"{name}.req_per_s", n / outcome.seconds if outcome.seconds else 0.0, "req/s",
+               requests=n, errors=outcome.errors)
+    report.add(f"{name}.p50_ms", quantile(latencies, 0.50), "ms")
+    report.add(f"{name}.p95_ms", quantile(latencies, 0.95), "ms",
+               Target("<=", target) if target is not None else None)
+    report.add(f"{name}.p99_ms", quantile(latencies, 0.99), "ms")
+    report.add(f"{name}.errors", errors, "requests", kinds=outcome.errors)
+    per = answered or float("nan")
+    report.add(f"{name}.search_requests_per_req", requests / per, "requests")
+    report.add(f"{name}.documents_per_req", documents / per, "docs")
+    print(f"  {phase.name:<22} {n / outcome.seconds:8.1f} req/s  p50 {quantile(latencies, 0.5):8.1f} ms  "
+          f"p95 {quantile(latencies, 0.95):8.1f} ms  p99 {quantile(latencies, 0.99):8.1f} ms  errors {errors:<4} "
+          f"search {requests / per:6.1f} req  {documents / per:9.1f} docs", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
