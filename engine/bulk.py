@@ -7,7 +7,6 @@ Items answered 201 or 409 are stored; other 4xx items are permanent refusals, bo
 
 from __future__ import annotations
 
-import base64
 import logging
 import queue
 import random
@@ -236,13 +235,3 @@ class Flusher:
             else:
                 errors[index] = describe_error(result.error)
         return retry
-
-
-def dead_letter_value(value: bytes | None) -> tuple[str, str]:
-    """The original bytes as UTF-8 text when they decode, else base64."""
-    if value is None:
-        return "", "utf-8"
-    try:
-        return value.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(value).decode("ascii"), "base64"

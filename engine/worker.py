@@ -11,8 +11,6 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
-from functools import partial
 from typing import Any, cast
 
 import msgspec
@@ -22,11 +20,11 @@ from common.clients import consumer_config, opensearch_client, producer_config
 from common.indices import METRICS_1M, IndexCreator, IndexNames
 from common.settings import Settings
 from engine.batch import LOG, ROLLUP, SPAN, Batch, Item
-from engine.bulk import Flusher, FlushResult, dead_letter_value
+from engine.bulk import Flusher, FlushResult
 from engine.commit import CommitPolicy, CommitTracker
 from engine.counters import C, CounterSlot, LagTable
 from engine.decode import Decoded, Entry, RecordDecoder
-from engine.dlq import DeadLetters
+from engine.publish import Publisher
 from engine.rollups import RollupStage
 from engine.shm import BlockPool
 
@@ -74,8 +72,8 @@ class Worker:
         self.rollups = RollupStage(self.names, s.rollup_grace_ms, msgspec.json.Encoder().encode)
         creator = IndexCreator(opensearch_client(s), self.names)
         self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes)
-        self.producer = Producer(producer_config(s, "panopticon-engine"))
-        self.dead_letters = DeadLetters()
+        self.publisher = Publisher(Producer(producer_config(s, "panopticon-engine")), s.kafka_apm_dlq_topic,
+                                   s.kafka_apm_log_error_topic, self.counters)
         extra: dict[str, Any] = {"session.timeout.ms": 30_000, "max.poll.interval.ms": 300_000}
         if self.instance_id:
             extra["group.instance.id"] = self.instance_id
@@ -109,7 +107,7 @@ class Worker:
         self.write_rollups_if_due()
         self.seal_if_due()
         self.collect()
-        self.producer.poll(0)
+        self.publisher.poll()
         self.commit_if_due()
         self.resume_if_possible()
 
@@ -119,7 +117,7 @@ class Worker:
             self.consumer.close()
         except KafkaException as exc:
             log.warning("closing the consumer: %s", exc)
-        self.producer.flush(5)
+        self.publisher.flush(5)
         self.flusher.join(2)
 
     def drain(self, timeout_s: float) -> None:
@@ -130,7 +128,7 @@ class Worker:
         self.seal()
         while self.tracker.inflight and time.monotonic() < deadline and not self.fast_stop:
             self.collect(timeout_s=0.05)
-            self.producer.poll(0)
+            self.publisher.poll()
             self.heartbeat()
         self.commit(sync=True)
         log.info("worker %d drained: %d batches unfinished", self.slot, self.tracker.inflight)
@@ -201,8 +199,8 @@ class Worker:
         written = []
         for entry in decoded.entries:
             if batch.room() < len(entry.action) + len(entry.doc) + 1:
-                self.reject(batch, message, kind, "too_large", "the normalized document does not fit a bulk block",
-                            entry.array_index)
+                self.publisher.reject(batch, message, kind, "too_large",
+                                      "the normalized document does not fit a bulk block", entry.array_index)
                 continue
             batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
             batch.indices.add((entry.index_kind, entry.index))
@@ -212,7 +210,8 @@ class Worker:
         if decoded.dropped_keys:
             self.counters.add(C.dropped_keys, decoded.dropped_keys)
         for reject in decoded.rejects:
-            self.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index, reject.element)
+            self.publisher.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index,
+                                  reject.element)
         return written
 
     def open_batch(self) -> Batch | None:
@@ -309,11 +308,11 @@ class Worker:
                 if item.kind == ROLLUP:
                     log.error("a rollup document was refused: HTTP %d: %s", statuses[index], reason)
                     continue
-                self.reject(batch, item.record, item.kind, "rejected_by_search",
-                            f"HTTP {statuses[index]}: {reason}", item.array_index)
+                self.publisher.reject(batch, item.record, item.kind, "rejected_by_search",
+                                      f"HTTP {statuses[index]}: {reason}", item.array_index)
         for index in batch.error_items:
             if statuses is None or statuses[index] in (200, 201, 409):
-                self.republish(batch, index)
+                self.publisher.republish(batch, index)
         batch.flushed = True
         self._release(batch)
 
@@ -325,40 +324,6 @@ class Worker:
     def _count_stored(self, batch: Batch) -> None:
         self.counters.add(C.stored_logs, batch.docs[LOG])
         self.counters.add(C.stored_spans, batch.docs[SPAN])
-
-    # ------------------------------------------------------------------ produce: DLQ and error topic
-
-    def _acked(self, batch: Batch, retry: Callable[[], None], err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            log.warning("produce failed (%s); retrying", err)
-            retry()
-            return
-        batch.pending -= 1
-
-    def _produce(self, batch: Batch, topic: str, key: bytes | None, value: bytes) -> None:
-        def send() -> None:
-            while True:
-                try:
-                    self.producer.produce(topic, value=value, key=key, on_delivery=partial(self._acked, batch, send))
-                    return
-                except BufferError:
-                    self.producer.poll(0.1)
-
-        batch.pending += 1
-        send()
-
-    def reject(self, batch: Batch, message: Message, kind: int, reason: str, detail: str,
-               array_index: int | None = None, element: bytes | None = None) -> None:
-        value, encoding = dead_letter_value(element if element is not None else message.value())
-        record = self.dead_letters.record(message, reason, detail, value, encoding, array_index)
-        self._produce(batch, self.settings.kafka_apm_dlq_topic, message.key(), record)
-        self.counters.add(C.dlq_spans if kind == SPAN else C.dlq_logs)
-
-    def republish(self, batch: Batch, index: int) -> None:
-        document = batch.document(index)
-        service = self.dead_letters.service_of(document)
-        self._produce(batch, self.settings.kafka_apm_log_error_topic, service, document)
-        self.counters.add(C.errors_published)
 
     # ------------------------------------------------------------------ commits and rebalances
 
@@ -433,7 +398,7 @@ class Worker:
         deadline = time.monotonic() + min(20.0, self.settings.engine_shutdown_timeout_s)
         while self.tracker.inflight and time.monotonic() < deadline and not self.stopping:
             self.collect(timeout_s=0.05)
-            self.producer.poll(0)
+            self.publisher.poll()
             self.heartbeat()
         self.commit(sync=True, only=gone & self.assigned)
         self._leave(gone)
