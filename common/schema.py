@@ -19,32 +19,32 @@ ERROR_LEVELS = frozenset({"ERROR", "FATAL"})
 LabelValue = str | int | float | bool
 
 
-class LogDoc(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type", tag="log"):
-    """A stored log document (``logs-apm-YYYY.MM.DD``); ``type`` is always written."""
+class StoredDoc(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"):
+    """What every stored document carries; ``type`` (the tag) is always written."""
 
     timestamp: str = msgspec.field(name="@timestamp")
     ingested_at: str
     timestamp_defaulted: bool = False
     service_name: str
     environment: str
-    level: str
-    message: str
-    trace_id: str | None = None
-    span_id: str | None = None
     http_method: str | None = None
     http_path: str | None = None
     http_status_code: int | None = None
     labels: dict[str, LabelValue] = msgspec.field(default_factory=dict)
 
 
-class SpanDoc(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type", tag="span"):
-    """A stored span document (``traces-apm-YYYY.MM.DD``); ``type`` is always written."""
+class LogDoc(StoredDoc, kw_only=True, tag="log"):
+    """A stored log document (``logs-apm-YYYY.MM.DD``)."""
 
-    timestamp: str = msgspec.field(name="@timestamp")
-    ingested_at: str
-    timestamp_defaulted: bool = False
-    service_name: str
-    environment: str
+    level: str
+    message: str
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+class SpanDoc(StoredDoc, kw_only=True, tag="span"):
+    """A stored span document (``traces-apm-YYYY.MM.DD``)."""
+
     trace_id: str
     span_id: str
     parent_span_id: str | None = None
@@ -52,10 +52,6 @@ class SpanDoc(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"
     kind: str
     duration_ms: float
     status: str
-    http_method: str | None = None
-    http_path: str | None = None
-    http_status_code: int | None = None
-    labels: dict[str, LabelValue] = msgspec.field(default_factory=dict)
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
