@@ -34,12 +34,39 @@ _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
 
 @contextmanager
 def local_stack() -> Iterator[LocalStack]:
-    with tempfile.TemporaryDirectory(prefix="panopticon-bench-") as data_dir:
+    """The embedded stack on free ports in a temporary directory; always stopped, by its process group if need be.
+
+    With a large backlog the broker can take longer than ``noida-db down``'s 30 s to save its state.
+    """
+    with tempfile.TemporaryDirectory(prefix="panopticon-bench-", ignore_cleanup_errors=True) as data_dir:
         stack = LocalStack(data_dir, free_port(), free_port()).start()
         try:
             yield stack
         finally:
-            stack.stop()
+            try:
+                stack.stop()
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the processes must go
+                print(f"stopping the local stack: {exc!r}; stopping its process group", file=sys.stderr)
+            kill_group(stack.pid, grace_s=20.0)
+
+
+def kill_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM to a process group, then SIGKILL if it is still there after ``grace_s``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def topics_env(stack: LocalStack, name: str) -> dict[str, str]:
