@@ -1,12 +1,12 @@
 """End to end into a fast fake cluster: Kafka backlog -> engine -> ``_bulk`` sink, against the naive consumer.
 
-The local broker is preloaded with loadgen records (1,000,000; ``--quick`` 100,000). Then, each with a
+The local broker is preloaded with loadgen records (1,000,000; ``--quick`` 50,000). Then, each with a
 fresh consumer group on the same backlog: the engine with ENGINE_WORKERS=1, with 2, the naive one-process
 consumer (``benchmarks.naive``), and the engine with 2 workers while the sink answers 503 for a while.
 The sink (``benchmarks.sink``) stores nothing, so the figures are the engine's (and the broker's) cost.
 
 Rate and CPU are measured from the first sample with a stored event to the first sample with all of them
-stored, or to the end of the run's time cap (120 s; quick 60 s) if the backlog is not drained by then
+stored, or to the end of the run's time cap (120 s; quick 30 s) if the backlog is not drained by then
 (0.2 s sampling; progress from the engine's ``panopticon_engine_events_total{outcome="stored"}``, the
 naive consumer's from the sink's document counter). CPU is user+sys of every process of the group
 (supervisor + workers, librdkafka threads included), read with psutil.
@@ -207,17 +207,17 @@ def publish(pre: Preloaded, runs: dict[str, dict[str, Any]], outage: dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_e2e", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="100,000 records, 8 s outage")
+    parser.add_argument("--quick", action="store_true", help="50,000 records, 30 s caps, 8 s outage")
     parser.add_argument("--records", type=int, default=0)
     parser.add_argument("--cap", type=float, default=0.0,
-                        help="stop a run after this many seconds (default 120, quick 60): the rate is then over "
+                        help="stop a run after this many seconds (default 120, quick 30): the rate is then over "
                              "the part stored, with complete=false in its conditions")
     parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args(argv)
-    count = args.records or (100_000 if args.quick else 1_000_000)
+    count = args.records or (50_000 if args.quick else 1_000_000)
     pause_s = 8.0 if args.quick else 20.0
     lead_s = 5.0 if args.quick else 10.0
-    cap = args.cap or (60.0 if args.quick else 120.0)
+    cap = args.cap or (30.0 if args.quick else 120.0)
     logs = Path(tempfile.mkdtemp(prefix="panopticon-bench-logs-"))
     with local_stack() as stack:
         env = topics_env(stack, "bench")

@@ -1,7 +1,7 @@
 """What a newcomer sees: a Kafka backlog through the engine into the embedded search server.
 
 The embedded stack (broker + Elasticsearch-compatible search, one noida-db process) is preloaded with
-loadgen records (100,000; ``--quick`` 30,000); the engine runs with its default worker count (the input
+loadgen records (100,000; ``--quick`` 10,000); the engine runs with its default worker count (the input
 partitions capped at the CPU count). The rate is from the first stored event to the last, by the engine's
 stored counter; the search server's own count is checked at the end.
 """
@@ -28,10 +28,10 @@ def searchable(env: dict[str, str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_local", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="30,000 records")
+    parser.add_argument("--quick", action="store_true", help="10,000 records")
     parser.add_argument("--records", type=int, default=0)
     args = parser.parse_args(argv)
-    count = args.records or (30_000 if args.quick else 100_000)
+    count = args.records or (10_000 if args.quick else 100_000)
     logs = Path(tempfile.mkdtemp(prefix="panopticon-bench-logs-"))
     with local_stack() as stack:
         env = topics_env(stack, "local")
