@@ -48,8 +48,9 @@ def consumer_config(settings: Settings, group_id: str, client_id: str, **extra: 
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "receive.message.max.bytes": RECEIVE_MESSAGE_MAX_BYTES,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "fetch.max.bytes": 16 * 1024 * 1024,
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
+            "queued.max.messages.kbytes": 16 * 1024,  # bounds the prefetch: a worker stays small at full speed
         }
     )
     conf.update(extra)

@@ -5,6 +5,7 @@ The rules are the ingest contract's; the same ``normalize_environment`` serves t
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -28,15 +29,6 @@ LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"})
 _KINDS = frozenset(KINDS)
 _LABEL_KEY_BAD = re.compile(r"[^A-Za-z0-9_.-]")
-
-LOG_FIELDS = frozenset(
-    {"type", "timestamp", "service_name", "environment", "level", "message", "trace_id", "span_id",
-     "http_method", "http_path", "http_status_code", "labels"}
-)
-SPAN_FIELDS = frozenset(
-    {"type", "timestamp", "service_name", "environment", "trace_id", "span_id", "parent_span_id", "name",
-     "kind", "duration_ms", "status", "http_method", "http_path", "http_status_code", "labels"}
-)
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -114,21 +106,15 @@ def format_timestamp(epoch_ms: int) -> str:
     return TimeFormatter().format(epoch_ms)
 
 
-def _text(event: Mapping[str, Any], key: str, required: bool) -> str | None:
-    value = event.get(key)
+def _required(value: str | None, path: str) -> str:
     if value is None:
-        if required:
-            raise Invalid(key, "required field is missing")
-        return None
-    if not isinstance(value, str):
-        raise Invalid(key, f"expected a string, got {type(value).__name__}")
-    if required and not value.strip():
-        raise Invalid(key, "must not be empty")
+        raise Invalid(path, "required field is missing")
+    if not value.strip():
+        raise Invalid(path, "must not be empty")
     return value
 
 
-def _status_code(event: Mapping[str, Any]) -> int | None:
-    value = event.get("http_status_code")
+def _status_code(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, str) and value.strip().isdigit():
@@ -140,8 +126,7 @@ def _status_code(event: Mapping[str, Any]) -> int | None:
     return value
 
 
-def _duration(event: Mapping[str, Any]) -> float:
-    value = event.get("duration_ms")
+def _duration(value: object) -> float:
     if value is None:
         raise Invalid("duration_ms", "required field is missing")
     if isinstance(value, str):
@@ -158,6 +143,7 @@ def _duration(event: Mapping[str, Any]) -> float:
 
 # ---------------------------------------------------------------- labels
 
+@functools.lru_cache(maxsize=4096)
 def _label_key(key: str) -> str:
     key = key[:MAX_LABEL_KEY]
     return _LABEL_KEY_BAD.sub("_", key) if _LABEL_KEY_BAD.search(key) else key
@@ -175,10 +161,9 @@ def _label_value(value: object) -> LabelValue | None:
     return _json_encode(value).decode()[:MAX_LABEL_VALUE]
 
 
-def refine_labels(
-    labels: object, event: Mapping[str, Any], known: frozenset[str]
-) -> tuple[dict[str, LabelValue], int]:
-    """Labels with the contract's bounds, plus scalar unknown top-level keys; returns (labels, dropped)."""
+def refine_labels(labels: object, extra: Mapping[str, Any] | None = None) -> tuple[dict[str, LabelValue], int]:
+    """Labels with the contract's bounds, plus the scalar ones of the unknown top-level keys (``extra``);
+    returns (labels, how many non-scalar unknown keys were dropped)."""
     if labels is not None and not isinstance(labels, dict):
         raise Invalid("labels", f"expected an object, got {type(labels).__name__}")
     out: dict[str, LabelValue] = {}
@@ -186,118 +171,201 @@ def refine_labels(
         for key, value in labels.items():
             if len(out) >= MAX_LABELS:
                 break
-            clean = _label_value(value)
+            if type(value) is str and len(value) <= MAX_LABEL_VALUE:  # the common case, cheaply
+                clean: LabelValue | None = value
+            else:
+                clean = _label_value(value)
             if clean is not None:
                 out.setdefault(_label_key(key), clean)
     dropped = 0
-    if len(event) > len(known) or any(k not in known for k in event):
-        for key, value in event.items():
-            if key in known:
-                continue
-            if isinstance(value, (str, int, float, bool)) and len(out) < MAX_LABELS:
-                out.setdefault(_label_key(key), _label_value(value))  # type: ignore[arg-type]
-            elif value is not None:
-                dropped += 1
+    if not extra:
+        return out, dropped
+    for key, value in extra.items():
+        if isinstance(value, (str, int, float, bool)) and len(out) < MAX_LABELS:
+            out.setdefault(_label_key(key), _label_value(value))  # type: ignore[arg-type]
+        elif value is not None:
+            dropped += 1
     return out, dropped
 
 
 # ---------------------------------------------------------------- events
 
+class LogEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A log event as producers send it. Lax fields are ``Any`` and checked by the refiner."""
+
+    type: Any = None
+    timestamp: Any = None
+    service_name: str | None = None
+    environment: str | None = None
+    level: str | None = None
+    message: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    http_method: str | None = None
+    http_path: str | None = None
+    http_status_code: Any = None
+    labels: Any = None
+
+
+class SpanEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A span event as producers send it."""
+
+    type: Any = None
+    timestamp: Any = None
+    service_name: str | None = None
+    environment: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    name: str | None = None
+    kind: str | None = None
+    duration_ms: Any = None
+    status: str | None = None
+    http_method: str | None = None
+    http_path: str | None = None
+    http_status_code: Any = None
+    labels: Any = None
+
+
+LOG_FIELDS = frozenset(LogEvent.__struct_fields__)
+SPAN_FIELDS = frozenset(SpanEvent.__struct_fields__)
+
+
+def invalid_from(error: msgspec.ValidationError) -> Invalid:
+    """``Expected `str | null`, got `int` - at `$.service_name``` -> Invalid("service_name", ...)."""
+    message, _, where = str(error).partition(" - at `$")
+    return Invalid(where.rstrip("`").lstrip("."), message)
+
+
+def split(event: Mapping[str, Any], cls: type[LogEvent] | type[SpanEvent]) -> tuple[Any, dict[str, Any] | None]:
+    """An event with unknown top-level keys: its typed part, and the unknown keys (bound for labels)."""
+    fields = LOG_FIELDS if cls is LogEvent else SPAN_FIELDS
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] | None = None
+    for key, value in event.items():
+        if key in fields:
+            known[key] = value
+        else:
+            if extra is None:
+                extra = {}
+            extra[key] = value
+    try:
+        return msgspec.convert(known, cls), extra
+    except msgspec.ValidationError as exc:
+        raise invalid_from(exc) from None
+
+
 class Refiner:
-    """Turns decoded events into documents. One per worker: it caches formatting state."""
+    """Turns decoded events into documents. One per worker: it caches formatting state.
+
+    The engine decodes straight into LogEvent/SpanEvent (the common case: no unknown keys) and calls
+    ``log_event``/``span_event``; ``log``/``span`` take any mapping (unknown keys go to labels).
+    """
 
     def __init__(self) -> None:
-        self._clock = TimeFormatter()
+        self._event_clock = TimeFormatter()
+        self._ingest_clock = TimeFormatter()  # its own: the two times alternate, each keeps its cache
         self._envs: dict[str, str] = {}
 
-    def _environment(self, event: Mapping[str, Any]) -> str:
-        raw = _text(event, "environment", True)
-        assert raw is not None
-        env = self._envs.get(raw)
+    def _environment(self, raw: str | None) -> str:
+        env = self._envs.get(raw) if raw is not None else None
         if env is None:
-            env = normalize_environment(raw)
+            env = normalize_environment(_required(raw, "environment"))
+            if not env:
+                raise Invalid("environment", "must not be empty")
             if len(self._envs) < 10_000:
-                self._envs[raw] = env
+                self._envs[raw] = env  # type: ignore[index]
         return env
 
-    def _time(self, event: Mapping[str, Any], default_ms: int) -> tuple[int, bool]:
-        raw = event.get("timestamp")
+    @staticmethod
+    def _time(raw: object, default_ms: int) -> tuple[int, bool]:
         epoch_ms = parse_timestamp(raw) if raw is not None else None
         if epoch_ms is None:
             return default_ms, True
         return epoch_ms, False
 
     def log(self, event: Mapping[str, Any], default_ms: int, now_ms: int) -> Refined:
-        service = _text(event, "service_name", True)
-        assert service is not None
-        environment = self._environment(event)
-        raw_level = _text(event, "level", True)
-        assert raw_level is not None
+        typed, extra = split(event, LogEvent)
+        return self.log_event(typed, extra, default_ms, now_ms)
+
+    def span(self, event: Mapping[str, Any], default_ms: int, now_ms: int) -> Refined:
+        typed, extra = split(event, SpanEvent)
+        return self.span_event(typed, extra, default_ms, now_ms)
+
+    def log_event(self, ev: LogEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
+        service = _required(ev.service_name, "service_name")
+        environment = self._environment(ev.environment)
+        raw_level = _required(ev.level, "level")
         level = normalize_level(raw_level)
         if level is None:
             raise Invalid("level", f"unknown level {raw_level!r:.40}")
-        message = _text(event, "message", True)
-        assert message is not None
-        epoch_ms, defaulted = self._time(event, default_ms)
-        labels, dropped = refine_labels(event.get("labels"), event, LOG_FIELDS)
+        message = _required(ev.message, "message")
+        epoch_ms, defaulted = self._time(ev.timestamp, default_ms)
+        labels, dropped = refine_labels(ev.labels, extra)
         doc = LogDoc(
-            timestamp=self._clock.format(epoch_ms),
-            ingested_at=self._clock.format(now_ms),
+            timestamp=self._event_clock.format(epoch_ms),
+            ingested_at=self._ingest_clock.format(now_ms),
             timestamp_defaulted=defaulted,
             service_name=service.strip(),
             environment=environment,
             level=level,
             message=message,
-            trace_id=_text(event, "trace_id", False) or None,
-            span_id=_text(event, "span_id", False) or None,
-            http_method=_text(event, "http_method", False) or None,
-            http_path=_text(event, "http_path", False) or None,
-            http_status_code=_status_code(event),
+            trace_id=ev.trace_id or None,
+            span_id=ev.span_id or None,
+            http_method=ev.http_method or None,
+            http_path=ev.http_path or None,
+            http_status_code=_status_code(ev.http_status_code),
             labels=labels,
         )
         return Refined(doc, epoch_ms, dropped)
 
-    def span(self, event: Mapping[str, Any], default_ms: int, now_ms: int) -> Refined:
-        service = _text(event, "service_name", True)
-        assert service is not None
-        environment = self._environment(event)
-        trace_id = _text(event, "trace_id", True)
-        span_id = _text(event, "span_id", True)
-        name = _text(event, "name", True)
-        assert trace_id is not None and span_id is not None and name is not None
-        kind_raw = _text(event, "kind", False)
-        kind = kind_raw.strip().upper() if kind_raw else "INTERNAL"
-        if kind == "UNSPECIFIED" or kind == "":
-            kind = "INTERNAL"
-        if kind.startswith("SPAN_KIND_"):
-            kind = kind[10:]
-        if kind not in _KINDS:
-            raise Invalid("kind", f"unknown span kind {kind_raw!r:.40}")
-        status_raw = _text(event, "status", False)
-        status = status_raw.strip().upper() if status_raw else "OK"
-        if status in ("UNSET", ""):
-            status = "OK"
-        if status not in ("OK", "ERROR"):
-            raise Invalid("status", f"unknown status {status_raw!r:.40}")
-        duration = _duration(event)
-        epoch_ms, defaulted = self._time(event, default_ms)
-        labels, dropped = refine_labels(event.get("labels"), event, SPAN_FIELDS)
+    def span_event(self, ev: SpanEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
+        service = _required(ev.service_name, "service_name")
+        environment = self._environment(ev.environment)
+        trace_id = _required(ev.trace_id, "trace_id")
+        span_id = _required(ev.span_id, "span_id")
+        name = _required(ev.name, "name")
+        kind = _kind(ev.kind)
+        status = _status(ev.status)
+        duration = _duration(ev.duration_ms)
+        epoch_ms, defaulted = self._time(ev.timestamp, default_ms)
+        labels, dropped = refine_labels(ev.labels, extra)
         doc = SpanDoc(
-            timestamp=self._clock.format(epoch_ms),
-            ingested_at=self._clock.format(now_ms),
+            timestamp=self._event_clock.format(epoch_ms),
+            ingested_at=self._ingest_clock.format(now_ms),
             timestamp_defaulted=defaulted,
             service_name=service.strip(),
             environment=environment,
             trace_id=trace_id,
             span_id=span_id,
-            parent_span_id=_text(event, "parent_span_id", False) or None,
+            parent_span_id=ev.parent_span_id or None,
             name=name,
             kind=kind,
             duration_ms=duration,
             status=status,
-            http_method=_text(event, "http_method", False) or None,
-            http_path=_text(event, "http_path", False) or None,
-            http_status_code=_status_code(event),
+            http_method=ev.http_method or None,
+            http_path=ev.http_path or None,
+            http_status_code=_status_code(ev.http_status_code),
             labels=labels,
         )
         return Refined(doc, epoch_ms, dropped)
+
+
+def _kind(raw: str | None) -> str:
+    kind = raw.strip().upper() if raw else "INTERNAL"
+    if kind.startswith("SPAN_KIND_"):
+        kind = kind[10:]
+    if kind in ("UNSPECIFIED", ""):
+        kind = "INTERNAL"
+    if kind not in _KINDS:
+        raise Invalid("kind", f"unknown span kind {raw!r:.40}")
+    return kind
+
+
+def _status(raw: str | None) -> str:
+    status = raw.strip().upper() if raw else "OK"
+    if status in ("UNSET", ""):
+        status = "OK"
+    if status not in ("OK", "ERROR"):
+        raise Invalid("status", f"unknown status {raw!r:.40}")
+    return status

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from common.indices import LOGS, TRACES, IndexNames
-from common.normalize import Invalid, Refined, Refiner
+from common.normalize import Invalid, LogEvent, Refined, Refiner, SpanEvent, split
 from common.schema import ERROR_LEVELS, LogDoc, SpanDoc
 from engine.batch import LOG, SPAN
 
@@ -45,10 +45,11 @@ class Decoded:
     entries: list[Entry]
     rejects: list[Reject]
     dropped_keys: int = 0
+    size: int = 0  # bytes of the entries' bulk lines
 
-    @property
-    def size(self) -> int:
-        return sum(len(e.action) + len(e.doc) + 1 for e in self.entries)
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        self.size += len(entry.action) + len(entry.doc) + 1
 
 
 def span_doc_id(trace_id: str, span_id: str) -> str:
@@ -66,6 +67,11 @@ class RecordDecoder:
 
     def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int) -> None:
         self._decode = msgspec.json.Decoder().decode
+        # The common case, decoded straight into typed events; anything else takes the general path.
+        self._typed = {
+            LOG: msgspec.json.Decoder(LogEvent | list[LogEvent]).decode,
+            SPAN: msgspec.json.Decoder(SpanEvent | list[SpanEvent]).decode,
+        }
         self._encoder = msgspec.json.Encoder()
         self._refiner = Refiner()
         self._names = names
@@ -92,43 +98,71 @@ class RecordDecoder:
         if len(value) > self._max_bytes:
             return Decoded([], [Reject("too_large", f"{len(value)} bytes > ENGINE_MAX_MESSAGE_BYTES "
                                                     f"({self._max_bytes})")])
+        kind = self.kind_of(topic)
+        out = Decoded([], [])
+        try:
+            typed = self._typed[kind](value)
+        except msgspec.ValidationError:
+            typed = None  # unknown keys or unexpected types: the general path says what is wrong, element by element
+        except msgspec.DecodeError as exc:
+            return Decoded([], [Reject("not_json", str(exc))])
+        if typed is None:
+            return self._general(kind, topic, partition, offset, value, default_ms, now_ms)
+        if isinstance(typed, list):
+            for i, event in enumerate(typed):
+                self._one(out, kind, topic, partition, offset, event, None, i, default_ms, now_ms)
+        else:
+            self._one(out, kind, topic, partition, offset, typed, None, None, default_ms, now_ms)
+        return out
+
+    def _general(self, kind: int, topic: str, partition: int, offset: int, value: bytes,
+                 default_ms: int, now_ms: int) -> Decoded:
+        out = Decoded([], [])
         try:
             parsed = self._decode(value)
         except msgspec.DecodeError as exc:
-            return Decoded([], [Reject("not_json", str(exc))])
-        kind = self.kind_of(topic)
+            out.rejects.append(Reject("not_json", str(exc)))
+            return out
         if isinstance(parsed, dict):
-            return self._one(kind, topic, partition, offset, parsed, None, default_ms, now_ms)
-        if isinstance(parsed, list):
-            return self._many(kind, topic, partition, offset, parsed, default_ms, now_ms)
-        return Decoded([], [Reject("not_an_object",
-                                   f"expected a JSON object or array, got {type(parsed).__name__}")])
-
-    def _many(self, kind: int, topic: str, partition: int, offset: int, elements: list[Any],
-              default_ms: int, now_ms: int) -> Decoded:
-        out = Decoded([], [])
-        for i, element in enumerate(elements):
-            if not isinstance(element, dict):
-                out.rejects.append(Reject("not_an_object", f"expected an object, got {type(element).__name__}"
-                                          f" - at `$[{i}]`", i, self._encoder.encode(element)))
-                continue
-            one = self._one(kind, topic, partition, offset, element, i, default_ms, now_ms)
-            out.entries.extend(one.entries)
-            out.rejects.extend(one.rejects)
-            out.dropped_keys += one.dropped_keys
+            self._untyped(out, kind, topic, partition, offset, parsed, None, default_ms, now_ms)
+        elif isinstance(parsed, list):
+            for i, element in enumerate(parsed):
+                if isinstance(element, dict):
+                    self._untyped(out, kind, topic, partition, offset, element, i, default_ms, now_ms)
+                else:
+                    out.rejects.append(Reject("not_an_object", f"expected an object, got {type(element).__name__}"
+                                              f" - at `$[{i}]`", i, self._encoder.encode(element)))
+        else:
+            out.rejects.append(Reject("not_an_object",
+                                      f"expected a JSON object or array, got {type(parsed).__name__}"))
         return out
 
-    def _one(self, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
-             array_index: int | None, default_ms: int, now_ms: int) -> Decoded:
+    def _untyped(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
+                 array_index: int | None, default_ms: int, now_ms: int) -> None:
         try:
-            if kind == SPAN:
-                refined = self._refiner.span(event, default_ms, now_ms)
-            else:
-                refined = self._refiner.log(event, default_ms, now_ms)
+            typed, extra = split(event, SpanEvent if kind == SPAN else LogEvent)
         except Invalid as exc:
-            detail = str(exc) if array_index is None else str(exc).replace("`$.", f"`$[{array_index}].")
-            element = self._encoder.encode(event) if array_index is not None else None
-            return Decoded([], [Reject("validation", detail, array_index, element)])
+            self._reject(out, exc, array_index, event)
+            return
+        self._one(out, kind, topic, partition, offset, typed, extra, array_index, default_ms, now_ms, event)
+
+    def _reject(self, out: Decoded, exc: Invalid, array_index: int | None, element: object) -> None:
+        detail = str(exc) if array_index is None else str(exc).replace("`$.", f"`$[{array_index}].")
+        encoded = self._encoder.encode(element) if array_index is not None else None
+        out.rejects.append(Reject("validation", detail, array_index, encoded))
+
+    def _one(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: LogEvent | SpanEvent,
+             extra: dict[str, Any] | None, array_index: int | None, default_ms: int, now_ms: int,
+             original: object = None) -> None:
+        try:
+            if isinstance(event, SpanEvent):
+                refined = self._refiner.span_event(event, extra, default_ms, now_ms)
+            else:
+                refined = self._refiner.log_event(event, extra, default_ms, now_ms)
+        except Invalid as exc:
+            self._reject(out, exc, array_index, original if original is not None else event)
+            return
+        out.dropped_keys += refined.dropped_keys
         doc = refined.doc
         index = self._index(kind, refined.epoch_ms)
         if isinstance(doc, SpanDoc):
@@ -139,6 +173,5 @@ class RecordDecoder:
             doc_id = log_doc_id(topic, partition, offset, array_index)
             error_log = doc.level in ERROR_LEVELS
         action = b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), doc_id.encode())
-        entry = Entry(action, self._encoder.encode(doc), kind, array_index, error_log,
-                      TRACES if kind == SPAN else LOGS, index, refined)
-        return Decoded([entry], [], refined.dropped_keys)
+        out.add(Entry(action, self._encoder.encode(doc), kind, array_index, error_log,
+                      TRACES if kind == SPAN else LOGS, index, refined))

@@ -113,3 +113,26 @@ def test_ids_are_deterministic() -> None:
     a = decoder().decode("apm.spans", 0, 1, span, NOW, NOW).entries[0]
     b = decoder().decode("apm.spans", 3, 99, span, NOW + 1000, NOW + 1000).entries[0]
     assert a.action == b.action  # a replay or a producer's retry lands on the same document
+
+
+field_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 700), st.floats(allow_nan=True), st.text(max_size=6),
+                         st.sampled_from(["INFO", "error", "SERVER", "client", "OK", "ERROR", "unset", "prod", "12.5",
+                                          "200", "2026-11-27T10:00:00Z"]),
+                         st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+events = st.dictionaries(st.sampled_from(["type", "timestamp", "service_name", "environment", "level", "message",
+                                          "trace_id", "span_id", "parent_span_id", "name", "kind", "duration_ms",
+                                          "status", "http_method", "http_path", "http_status_code", "labels",
+                                          "client_ip"]), field_values, max_size=18)
+
+
+@given(st.one_of(events, st.lists(events, max_size=3)), st.sampled_from(["apm.logs", "apm.spans"]))
+@settings(max_examples=500)
+def test_the_typed_fast_path_equals_the_general_path(value: object, topic: str) -> None:
+    d = decoder()
+    raw = msgspec.json.encode(value)
+    fast = d.decode(topic, 0, 7, raw, NOW, NOW)
+    general = d._general(d.kind_of(topic), topic, 0, 7, raw, NOW, NOW)
+    assert [(e.action, e.doc) for e in fast.entries] == [(e.action, e.doc) for e in general.entries]
+    assert [(r.reason, r.detail, r.array_index) for r in fast.rejects] == \
+        [(r.reason, r.detail, r.array_index) for r in general.rejects]
+    assert fast.size == general.size
