@@ -88,10 +88,11 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env
     victim = workers(engine)[0]
     assert wait_until(lambda: store.count("logs-apm") > 1000)
     victim.send_signal(signal.SIGKILL)
+    assert wait_until(lambda: engine.log().count("spawned worker") >= 3)  # two at start, one replacement
+    time.sleep(2)  # the replacement has joined the group, which waits for the dead member
     stack.restart_kafka()  # stands in for the session expiry of the dead member
-    assert wait_until(lambda: "replacing it" in engine.log())
     assert_all_stored(store, sent, engine)
-    assert engine.log().count("spawned worker") >= 3  # two at start, one replacement
+    assert "replacing it" in engine.log()
     assert engine.terminate() == 0
 
 
@@ -106,7 +107,9 @@ def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[st
     victim.send_signal(signal.SIGSTOP)
     assert wait_until(lambda: "missed its heartbeat" in engine.log(), timeout_s=30), engine.log()[-2000:]
     assert wait_until(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 10)
-    stack.restart_kafka()
+    assert wait_until(lambda: engine.log().count("spawned worker") >= 3)
+    time.sleep(2)
+    stack.restart_kafka()  # stands in for the session expiry of the killed member
     assert_all_stored(store, sent, engine)
     assert engine.terminate() == 0
 
