@@ -13,6 +13,7 @@ from hypothesis import settings as hypothesis_settings
 
 from common.settings import Settings, load_settings
 from common.stack import LocalStack, free_port
+from tests.harness import EngineProcess
 
 _names = itertools.count()
 
@@ -41,6 +42,15 @@ def fresh_stack(tmp_path: Path) -> Iterator[LocalStack]:
         yield local
     finally:
         local.stop()
+
+
+@pytest.fixture
+def engines() -> Iterator[list[EngineProcess]]:
+    """Engine processes a test started; any still running at the end is killed."""
+    started: list[EngineProcess] = []
+    yield started
+    for engine in started:
+        engine.ensure_stopped()
 
 
 @pytest.fixture

@@ -13,13 +13,26 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common.clients import RECEIVE_MESSAGE_MAX_BYTES, opensearch_client
 from common.settings import Settings
+from common.stack import LocalStack
 from common.traffic import Record
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh_stack_fixture() -> Any:
+    """``stack = fresh_stack_fixture()`` in a test module gives each of its tests a stack of its own
+    (conftest's ``fresh_stack``) wherever the tests or their fixtures ask for ``stack``."""
+
+    @pytest.fixture
+    def stack(fresh_stack: LocalStack) -> LocalStack:
+        return fresh_stack
+
+    return stack
 
 
 class EngineProcess:

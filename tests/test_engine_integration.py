@@ -7,7 +7,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,11 @@ from common.settings import Settings, load_settings
 from common.stack import LocalStack, free_port
 from common.topics import create_topics
 from common.traffic import generate
-from tests.harness import EngineProcess, Sent, Store, decode, produce, read_topic
+from tests.harness import EngineProcess, Sent, Store, decode, fresh_stack_fixture, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def stack(fresh_stack: LocalStack) -> LocalStack:
-    """Each test here gets a stack of its own (see conftest.fresh_stack)."""
-    return fresh_stack
-
+stack = fresh_stack_fixture()
 
 @pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
@@ -38,14 +32,6 @@ def engine_settings(env: dict[str, str]) -> Settings:
     settings = load_settings(env)
     create_topics(settings, 4)
     return settings
-
-
-@pytest.fixture
-def engines(tmp_path: Path) -> Iterator[list[EngineProcess]]:
-    started: list[EngineProcess] = []
-    yield started
-    for engine in started:
-        engine.ensure_stopped()
 
 
 def records(count: int, seed: int, invalid_ratio: float = 0.02) -> list:

@@ -6,7 +6,6 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,16 +16,11 @@ from common.stack import LocalStack, free_port
 from common.topics import create_topics
 from common.traffic import generate
 from engine.shm import SHM_DIR
-from tests.harness import EngineProcess, Sent, Store, produce, read_topic
+from tests.harness import EngineProcess, Sent, Store, fresh_stack_fixture, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def stack(fresh_stack: LocalStack) -> LocalStack:
-    """Each test here gets a stack of its own (see conftest.fresh_stack)."""
-    return fresh_stack
-
+stack = fresh_stack_fixture()
 
 @pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
@@ -39,14 +33,6 @@ def settings(env: dict[str, str]) -> Settings:
     settings = load_settings(env)
     create_topics(settings, 4)
     return settings
-
-
-@pytest.fixture
-def engines() -> Iterator[list[EngineProcess]]:
-    started: list[EngineProcess] = []
-    yield started
-    for engine in started:
-        engine.ensure_stopped()
 
 
 def records(count: int, seed: int, invalid_ratio: float = 0.0) -> list:

@@ -16,16 +16,11 @@ from common.settings import load_settings
 from common.stack import LocalStack
 from common.topics import create_topics
 from common.traffic import generate
-from tests.harness import EngineProcess, Store, produce
+from tests.harness import EngineProcess, Store, fresh_stack_fixture, produce
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def stack(fresh_stack: LocalStack) -> LocalStack:
-    """Each test here gets a stack of its own (see conftest.fresh_stack)."""
-    return fresh_stack
-
+stack = fresh_stack_fixture()
 Key = tuple[str, str, str]
 
 
