@@ -110,7 +110,7 @@ Panopticon is running (loadgen at {rate} events/s). Logs: {LOG_DIR}/
                    curl -s 'http://127.0.0.1:{api_port}/query/logs?level=ERROR&size=5' | python -m json.tool
   OpenAPI          http://127.0.0.1:{api_port}/openapi.json
   Live errors      ws://127.0.0.1:{bridge_port}{ws_path}
-                   .venv/bin/python -m bridge.watch ws://127.0.0.1:{bridge_port}{ws_path}
+                   .venv/bin/python -m bridge.watch --url ws://127.0.0.1:{bridge_port}{ws_path}
   Engine metrics   http://127.0.0.1:{metrics_port}/metrics
 
 Ctrl-C stops everything.
