@@ -31,7 +31,7 @@ def free_port() -> int:
 def _noida() -> str:
     found = shutil.which("noida-db") or str(Path(sys.executable).with_name("noida-db"))
     if not Path(found).exists():
-        raise RuntimeError("noida-db is not installed (pip install noida-db)")
+        raise RuntimeError("noida-db is not installed: pip install 'panopticon[local]'")
     return found
 
 
