@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common.clients import RECEIVE_MESSAGE_MAX_BYTES, opensearch_client
+from common.rollup import RollupCell, RollupDoc
 from common.settings import Settings
 from common.stack import LocalStack
 from common.traffic import Record
@@ -189,3 +191,37 @@ class Store:
 
 def decode(message: Any) -> Any:
     return msgspec.json.decode(message.value())
+
+
+Key = tuple[str, str, str]
+
+
+def stored_server_spans(store: Store) -> dict[Key, list[tuple[float, bool]]]:
+    """Every stored SERVER span's (duration, is_error), by (service, environment, endpoint)."""
+    out: dict[Key, list[tuple[float, bool]]] = defaultdict(list)
+    pattern = f"{store.prefix}traces-apm-*"
+    after: list[Any] | None = None
+    while True:
+        body: dict[str, Any] = {"size": 5000, "query": {"term": {"kind": "SERVER"}}, "sort": [{"span_id": "asc"}],
+                                "_source": ["service_name", "environment", "name", "duration_ms", "status"]}
+        if after:
+            body["search_after"] = after
+        hits = store.client.search(index=pattern, body=body)["hits"]["hits"]
+        for hit in hits:
+            s = hit["_source"]
+            out[(s["service_name"], s["environment"], s["name"])].append((s["duration_ms"], s["status"] == "ERROR"))
+        if len(hits) < 5000:
+            return out
+        after = hit["sort"]
+
+
+def rollup_cells(store: Store, scope: str) -> dict[Key, RollupCell]:
+    cells: dict[Key, RollupCell] = defaultdict(RollupCell)
+    pattern = f"{store.prefix}metrics-apm-1m-*"
+    store.client.indices.refresh(index=pattern)
+    hits = store.client.search(index=pattern, body={"size": 10_000, "query": {"term": {"scope": scope}}})["hits"]
+    assert hits["total"]["value"] < 10_000
+    for hit in hits["hits"]:
+        doc = msgspec.convert(hit["_source"], RollupDoc)
+        cells[(doc.service_name, doc.environment, doc.endpoint)].merge(RollupCell.from_doc(doc))
+    return cells

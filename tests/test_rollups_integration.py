@@ -6,57 +6,20 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from common.histogram import exact_percentile
-from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, RollupCell, RollupDoc
+from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE
 from common.settings import load_settings
 from common.stack import LocalStack
 from common.topics import create_topics
 from common.traffic import generate
-from tests.harness import EngineProcess, Store, fresh_stack_fixture, produce
+from tests.harness import EngineProcess, Store, fresh_stack_fixture, produce, rollup_cells, stored_server_spans
 
 pytestmark = pytest.mark.integration
 
 stack = fresh_stack_fixture()
-Key = tuple[str, str, str]
-
-
-def stored_server_spans(store: Store) -> dict[Key, list[tuple[float, bool]]]:
-    """Every stored SERVER span's (duration, is_error), by (service, environment, endpoint)."""
-    out: dict[Key, list[tuple[float, bool]]] = defaultdict(list)
-    pattern = f"{store.prefix}traces-apm-*"
-    after: list[Any] | None = None
-    while True:
-        body: dict[str, Any] = {"size": 5000, "query": {"term": {"kind": "SERVER"}}, "sort": [{"span_id": "asc"}],
-                                "_source": ["service_name", "environment", "name", "duration_ms", "status"]}
-        if after:
-            body["search_after"] = after
-        hits = store.client.search(index=pattern, body=body)["hits"]["hits"]
-        for hit in hits:
-            s = hit["_source"]
-            out[(s["service_name"], s["environment"], s["name"])].append((s["duration_ms"], s["status"] == "ERROR"))
-        if len(hits) < 5000:
-            return out
-        after = hit["sort"]
-
-
-def rollup_cells(store: Store, scope: str) -> dict[Key, RollupCell]:
-    import msgspec
-
-    cells: dict[Key, RollupCell] = defaultdict(RollupCell)
-    pattern = f"{store.prefix}metrics-apm-1m-*"
-    store.client.indices.refresh(index=pattern)
-    hits = store.client.search(index=pattern, body={"size": 10_000, "query": {"term": {"scope": scope}}})["hits"]
-    assert hits["total"]["value"] < 10_000
-    for hit in hits["hits"]:
-        doc = msgspec.convert(hit["_source"], RollupDoc)
-        cells[(doc.service_name, doc.environment, doc.endpoint)].merge(RollupCell.from_doc(doc))
-    return cells
-
-
 def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: dict[str, str], unique: str,
                                                                  tmp_path: Path, stack: LocalStack) -> None:
     env = {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
