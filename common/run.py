@@ -103,7 +103,7 @@ def main() -> int:
 
 def print_banner(api_port: int, bridge_port: int, ws_path: str, metrics_port: int, rate: str) -> None:
     print(f"""
-Panopticon is running (loadgen at {rate} events/s). Logs: {LOG_DIR}/
+Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
 
   Query API        http://127.0.0.1:{api_port}/query/services
                    curl -s 'http://127.0.0.1:{api_port}/query/services' | python -m json.tool
