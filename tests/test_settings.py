@@ -68,3 +68,12 @@ def test_a_bad_value_stops_the_engine_before_it_connects() -> None:
     assert done.returncode == 2
     assert "BULK_BATCH_SIZE" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_librdkafka_property_it_refuses_stops_the_engine() -> None:
+    env = {**os.environ, "KAFKA_CONF_NO_SUCH_PROPERTY": "1", "KAFKA_BROKERS": "127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "common.cli", "engine"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "KAFKA_CONF_" in done.stderr and "no.such.property" in done.stderr
+    assert "Traceback" not in done.stderr
