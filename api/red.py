@@ -16,21 +16,7 @@ from api.metrics import count_search
 from api.params import TimeRange
 from api.search import Search
 from common.indices import TRACES
-from common.rollup_reader import ReadStats, RollupQuery, RollupReader
-from common.rollup_reader import RedTotals as ReaderTotals
-
-
-class RedTotals(msgspec.Struct, frozen=True, kw_only=True):
-    request_count: int = 0
-    error_count: int = 0
-    p50_ms: float = 0.0
-    p90_ms: float = 0.0
-    p95_ms: float = 0.0
-    p99_ms: float = 0.0
-
-    @property
-    def error_rate(self) -> float:
-        return round(self.error_count / self.request_count, 4) if self.request_count else 0.0
+from common.rollup_reader import ReadStats, RedTotals, RollupQuery, RollupReader
 
 
 class ServiceTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,11 +66,6 @@ def _counted(stats: ReadStats) -> None:
     count_search(stats.requests, stats.documents)
 
 
-def _totals(totals: ReaderTotals) -> RedTotals:
-    return RedTotals(request_count=totals.request_count, error_count=totals.error_count, p50_ms=totals.p50_ms,
-                     p90_ms=totals.p90_ms, p95_ms=totals.p95_ms, p99_ms=totals.p99_ms)
-
-
 class RollupRed:
     """``RedSource`` over ``common.rollup_reader.RollupReader``; its failures pass through ``Search.call``
     (unreachable, timed out or past the read deadline: 503)."""
@@ -98,13 +79,13 @@ class RollupRed:
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
         _counted(grouped.stats)
         return [ServiceTotals(service_name=g.service_name, environment=g.environment or "",
-                              totals=_totals(g.totals)) for g in grouped.groups]
+                              totals=g.totals) for g in grouped.groups]
 
     def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
         query = RollupQuery(scope="endpoint", service=service, environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
         _counted(grouped.stats)
-        return [EndpointTotals(endpoint=g.endpoint or "", totals=_totals(g.totals)) for g in grouped.groups]
+        return [EndpointTotals(endpoint=g.endpoint or "", totals=g.totals) for g in grouped.groups]
 
     def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
         query = RollupQuery(scope="service", service=service, environment=environment)
@@ -118,7 +99,7 @@ class RollupRed:
             return RedSeries(interval_ms=interval_ms, buckets=[])
         _counted(series.stats)
         return RedSeries(interval_ms=series.interval_ms,
-                         buckets=[Bucket(start_ms=p.start_ms, totals=_totals(p.totals)) for p in series.points])
+                         buckets=[Bucket(start_ms=p.start_ms, totals=p.totals) for p in series.points])
 
 
 def rollup_source(search: Search, timeout_s: float) -> RollupRed:

@@ -156,7 +156,8 @@ def _totals(spans: list[dict[str, Any]]) -> RedTotals:
     durations = [s["duration_ms"] for s in spans]
     if not durations:
         return RedTotals()
-    return RedTotals(request_count=len(spans), error_count=sum(s["status"] == "ERROR" for s in spans),
+    errors = sum(s["status"] == "ERROR" for s in spans)
+    return RedTotals(request_count=len(spans), error_count=errors, error_rate=round(errors / len(spans), 4),
                      p50_ms=nearest_rank_value(durations, 50), p90_ms=nearest_rank_value(durations, 90),
                      p95_ms=nearest_rank_value(durations, 95), p99_ms=nearest_rank_value(durations, 99))
 
