@@ -12,13 +12,16 @@ Where the numbers come from (``plan_read``):
 Reads page with ``search_after`` on ``(@timestamp, rollup_id)``, sum every partition and delta document of
 a window, and count their search requests and documents in ``ReadStats``. Every request has a bounded
 timeout, and a read as a whole a deadline.
+
+Where the windows come from is a ``WindowSource``: ``StoredWindows`` (the default) reads them from the
+cluster on every read; the query API plugs in a cache of its own (``api.window_cache``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -217,12 +220,69 @@ def time_range(start: int, end: int) -> dict[str, Any]:
     return {"range": {"@timestamp": {"gte": start, "lt": end, "format": "epoch_millis"}}}
 
 
-def _pieces_query(query: RollupQuery, pieces: list[tuple[int, int]]) -> dict[str, Any]:
+def pieces_query(query: RollupQuery, pieces: list[tuple[int, int]]) -> dict[str, Any]:
     ranges = [time_range(start, end) for start, end in pieces]
     return {"bool": {"filter": _terms(query), "should": ranges, "minimum_should_match": 1}}
 
 
-Placer = Callable[[int, RollupDoc], Hashable]
+CellKey = tuple[str, str, str, str]  # service, environment, scope, endpoint
+Block = tuple[int, Mapping[CellKey, RollupCell]]  # a window start (or a whole day's) and its cells, read-only
+Placer = Callable[[int, CellKey], Hashable]
+
+
+def cell_key(doc: RollupDoc) -> CellKey:
+    return doc.service_name, doc.environment, doc.scope, doc.endpoint
+
+
+class WindowSource(Protocol):
+    """Where a read gets its rollup windows. The cells it gives are never modified by the reader."""
+
+    def hours(self, session: SearchSession, query: RollupQuery, first: int, end: int,
+              whole_days: bool) -> tuple[list[Block], list[int]]:
+        """The 1-hour cells of the hours in ``[first, end)`` the compactor marked done, and those hours.
+        With ``whole_days``, a UTC day whose 24 hours are all marked may come as one block (its start)."""
+        ...
+
+    def minutes(self, session: SearchSession, query: RollupQuery, pieces: list[tuple[int, int]]) -> Iterable[Block]:
+        """The 1-minute cells of the windows that start inside the pieces."""
+        ...
+
+
+class StoredWindows:
+    """``WindowSource`` that reads the cluster on every call."""
+
+    def __init__(self, names: IndexNames, page_size: int = PAGE_SIZE) -> None:
+        self._names = names
+        self._page_size = page_size
+
+    def hours(self, session: SearchSession, query: RollupQuery, first: int, end: int,
+              whole_days: bool) -> tuple[list[Block], list[int]]:
+        data = {"bool": {"filter": _terms(query)}}
+        marker = {"term": {"scope": SCOPE_HOUR_MARKER}}
+        search = {"bool": {"filter": [time_range(first, end)], "should": [data, marker],
+                           "minimum_should_match": 1}}
+        marked: set[int] = set()
+        pending: list[tuple[int, RollupDoc]] = []
+        for start, doc in session.scan(self.indices(TIER_1H, [(first, end)]), search, self._page_size):
+            if doc.scope == SCOPE_HOUR_MARKER:
+                marked.add(start)
+            else:
+                pending.append((start, doc))
+        # an unmarked hour may be half written: the 1-minute tier answers it
+        blocks: list[Block] = [(start, {cell_key(doc): RollupCell.from_doc(doc)})
+                               for start, doc in pending if start in marked]
+        return blocks, sorted(marked)
+
+    def minutes(self, session: SearchSession, query: RollupQuery, pieces: list[tuple[int, int]]) -> Iterable[Block]:
+        for start, doc in session.scan(self.indices(TIER_1M, pieces), pieces_query(query, pieces), self._page_size):
+            yield start, {cell_key(doc): RollupCell.from_doc(doc)}
+
+    def indices(self, tier: str, pieces: list[tuple[int, int]]) -> list[str]:
+        kind = TIER_KIND[tier]
+        names: dict[str, None] = {}
+        for start, end in pieces:
+            names.update(dict.fromkeys(self._names.days(kind, start, end)))
+        return list(names)
 
 
 class RollupReader:
@@ -230,13 +290,14 @@ class RollupReader:
 
     def __init__(self, client: Any, names: IndexNames, *, timeout_s: float = 10.0,
                  request_timeout_s: float = 5.0, page_size: int = PAGE_SIZE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, windows: WindowSource | None = None) -> None:
         self._client = client
         self._names = names
         self._timeout_s = timeout_s
         self._request_timeout_s = request_timeout_s
         self._page_size = page_size
         self._clock = clock
+        self._windows = windows or StoredWindows(names, page_size)
 
     # ------------------------------------------------------------------ public questions
 
@@ -249,7 +310,7 @@ class RollupReader:
             cells = self._raw_cells(session, query, from_ms, to_ms, interval)
         else:
             cells = self._read_cells(session, query, from_ms, to_ms, plan.hourly,
-                                     lambda start, _doc: start - start % interval)
+                                     lambda start, _key: start - start % interval, interval % DAY_MS == 0)
         first = from_ms - from_ms % interval
         points = [RedPoint(start_ms=start, totals=_totals(cells.get(start)))
                   for start in range(first, to_ms, interval)]
@@ -259,7 +320,7 @@ class RollupReader:
 
     def totals(self, query: RollupQuery, from_ms: int, to_ms: int) -> Totals:
         session = self._session()
-        cells = self._read_cells(session, query, from_ms, to_ms, True, lambda _start, _doc: None)
+        cells = self._read_cells(session, query, from_ms, to_ms, True, lambda _start, _key: None, True)
         return Totals(from_ms=from_ms, to_ms=to_ms, totals=_totals(cells.get(None)), stats=session.finish())
 
     def grouped(self, query: RollupQuery, from_ms: int, to_ms: int) -> Grouped:
@@ -268,11 +329,11 @@ class RollupReader:
         session = self._session()
         by_env = query.scope == SCOPE_SERVICE or query.environment is not None
 
-        def group(_start: int, doc: RollupDoc) -> Hashable:
-            endpoint = doc.endpoint if query.scope == SCOPE_ENDPOINT else None
-            return doc.service_name, doc.environment if by_env else None, endpoint
+        def group(_start: int, key: CellKey) -> Hashable:
+            service, environment, _scope, endpoint = key
+            return service, environment if by_env else None, endpoint if query.scope == SCOPE_ENDPOINT else None
 
-        cells = self._read_cells(session, query, from_ms, to_ms, True, group)
+        cells = self._read_cells(session, query, from_ms, to_ms, True, group, True)
         groups = [GroupTotals(service_name=key[0], environment=key[1], endpoint=key[2], totals=RedTotals.of(cell))
                   for key, cell in cells.items() if isinstance(key, tuple)]
         groups.sort(key=lambda g: (-g.totals.request_count, g.service_name, g.environment or "", g.endpoint or ""))
@@ -284,47 +345,21 @@ class RollupReader:
         return SearchSession(self._client, self._timeout_s, self._request_timeout_s, self._clock)
 
     def _read_cells(self, session: SearchSession, query: RollupQuery, from_ms: int, to_ms: int, hourly: bool,
-                    place: Placer) -> dict[Hashable, RollupCell]:
-        """Merge the documents of ``[from, to)`` into cells keyed by ``place(window start, doc)``."""
+                    place: Placer, whole_days: bool) -> dict[Hashable, RollupCell]:
+        """Merge the windows of ``[from, to)`` into cells keyed by ``place(window start, key)``; ``whole_days``:
+        the placing does not split a UTC day, so a day may come as one block."""
         cells: dict[Hashable, RollupCell] = {}
         hours: list[int] = []
         first_hour, end_hour = full_hours(from_ms, to_ms)
         if hourly and first_hour < end_hour:
-            hours = self._read_hours(session, query, first_hour, end_hour, place, cells)
+            session.stats.tiers.append(TIER_1H)
+            blocks, hours = self._windows.hours(session, query, first_hour, end_hour, whole_days)
+            _place(cells, place, blocks)
         pieces = complement(from_ms, to_ms, hours)
         if pieces:
             session.stats.tiers.append(TIER_1M)
-            indices = self._indices(TIER_1M, pieces)
-            for start, doc in session.scan(indices, _pieces_query(query, pieces), self._page_size):
-                _add(cells, place(start, doc), doc)
+            _place(cells, place, self._windows.minutes(session, query, pieces))
         return cells
-
-    def _read_hours(self, session: SearchSession, query: RollupQuery, first: int, end: int, place: Placer,
-                    cells: dict[Hashable, RollupCell]) -> list[int]:
-        """Read the 1-hour tier over whole hours; answer the hours the compactor marked done."""
-        session.stats.tiers.append(TIER_1H)
-        data = {"bool": {"filter": _terms(query)}}
-        marker = {"term": {"scope": SCOPE_HOUR_MARKER}}
-        search = {"bool": {"filter": [time_range(first, end)], "should": [data, marker],
-                           "minimum_should_match": 1}}
-        marked: set[int] = set()
-        pending: list[tuple[int, RollupDoc]] = []
-        for start, doc in session.scan(self._indices(TIER_1H, [(first, end)]), search, self._page_size):
-            if doc.scope == SCOPE_HOUR_MARKER:
-                marked.add(start)
-            else:
-                pending.append((start, doc))
-        for start, doc in pending:
-            if start in marked:  # an unmarked hour may be half written: the 1-minute tier answers it
-                _add(cells, place(start, doc), doc)
-        return sorted(marked)
-
-    def _indices(self, tier: str, pieces: list[tuple[int, int]]) -> list[str]:
-        kind = TIER_KIND[tier]
-        names: dict[str, None] = {}
-        for start, end in pieces:
-            names.update(dict.fromkeys(self._names.days(kind, start, end)))
-        return list(names)
 
     # ------------------------------------------------------------------ raw spans
 
@@ -354,19 +389,35 @@ def _span_filters(query: RollupQuery, from_ms: int, to_ms: int) -> list[dict[str
     return filters
 
 
-def _add(cells: dict[Hashable, RollupCell], key: Hashable, doc: RollupDoc) -> None:
-    cell = cells.get(key)
-    if cell is None:
-        cells[key] = RollupCell.from_doc(doc)
-    else:
-        cell.merge(RollupCell.from_doc(doc))
+def _place(cells: dict[Hashable, RollupCell], place: Placer, blocks: Iterable[Block]) -> None:
+    """Sum every block's cells into ``cells`` (new cells are copies: the blocks' cells stay untouched)."""
+    for start, block in blocks:
+        for key, cell in block.items():
+            placed = place(start, key)
+            total = cells.get(placed)
+            if total is None:
+                cells[placed] = copy_cell(cell)
+            else:
+                total.merge(cell)
 
 
-def _merged(cells: Any) -> RollupCell:
-    total = RollupCell()
+def copy_cell(cell: RollupCell) -> RollupCell:
+    """A copy to merge into (``dict`` copies the histogram at C speed)."""
+    out = RollupCell()
+    out.request_count, out.error_count, out.duration_sum = cell.request_count, cell.error_count, cell.duration_sum
+    out.duration_min, out.duration_max = cell.duration_min, cell.duration_max
+    out.histogram.counts = dict(cell.histogram.counts)
+    return out
+
+
+def _merged(cells: Iterable[RollupCell]) -> RollupCell:
+    total: RollupCell | None = None
     for cell in cells:
-        total.merge(cell)
-    return total
+        if total is None:
+            total = copy_cell(cell)
+        else:
+            total.merge(cell)
+    return total or RollupCell()
 
 
 def _totals(cell: RollupCell | None) -> RedTotals:
