@@ -15,8 +15,9 @@ import msgspec
 from api.metrics import count_search
 from api.params import TimeRange
 from api.search import Search
+from api.window_cache import CachedWindows
 from common.indices import TRACES
-from common.rollup_reader import ReadStats, RedTotals, RollupQuery, RollupReader
+from common.rollup_reader import ReadStats, RedTotals, RollupQuery, RollupReader, WindowSource
 
 
 class ServiceTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,8 +103,9 @@ class RollupRed:
                          buckets=[Bucket(start_ms=p.start_ms, totals=p.totals) for p in series.points])
 
 
-def rollup_source(search: Search, timeout_s: float) -> RollupRed:
-    """The rollup-backed source: one reader per process (after the fork), bounded by the API's timeout."""
+def rollup_source(search: Search, timeout_s: float, windows: WindowSource | None = None) -> RollupRed:
+    """The rollup-backed source: one reader per process (after the fork), bounded by the API's timeout, over
+    the worker's window cache (``api.window_cache``) unless another source is given."""
     reader = RollupReader(search.client, search.names, timeout_s=timeout_s,
-                          request_timeout_s=min(timeout_s, 5.0))
+                          request_timeout_s=min(timeout_s, 5.0), windows=windows or CachedWindows(search.names))
     return RollupRed(reader, search)
