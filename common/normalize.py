@@ -28,6 +28,7 @@ ENVIRONMENT_ALIASES = {"prod": "production", "dev": "development", "stage": "sta
 LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 _LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"})
 _KINDS = frozenset(KINDS)
+_STATUSES = frozenset({"OK", "ERROR"})
 _LABEL_KEY_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 _json_encode = msgspec.json.Encoder().encode
@@ -161,11 +162,26 @@ def _label_value(value: object) -> LabelValue | None:
     return _json_encode(value).decode()[:MAX_LABEL_VALUE]
 
 
+_clean_label_keys: set[str] = set()  # keys seen to need no cleaning (bounded)
+
+
+def _already_clean(labels: dict[Any, Any]) -> bool:
+    """The common case: few labels, every key one already seen clean, every value a short string."""
+    if len(labels) > MAX_LABELS or not _clean_label_keys.issuperset(labels):
+        return False
+    for value in labels.values():
+        if type(value) is not str or len(value) > MAX_LABEL_VALUE:
+            return False
+    return True
+
+
 def refine_labels(labels: object, extra: Mapping[str, Any] | None = None) -> tuple[dict[str, LabelValue], int]:
     """Labels with the contract's bounds, plus the scalar ones of the unknown top-level keys (``extra``);
     returns (labels, how many non-scalar unknown keys were dropped)."""
     if labels is not None and not isinstance(labels, dict):
         raise Invalid("labels", f"expected an object, got {type(labels).__name__}")
+    if not extra and labels and _already_clean(labels):
+        return labels, 0
     out: dict[str, LabelValue] = {}
     if labels:
         for key, value in labels.items():
@@ -176,7 +192,10 @@ def refine_labels(labels: object, extra: Mapping[str, Any] | None = None) -> tup
             else:
                 clean = _label_value(value)
             if clean is not None:
-                out.setdefault(_label_key(key), clean)
+                clean_key = _label_key(key)
+                if clean_key == key and len(_clean_label_keys) < 4096:
+                    _clean_label_keys.add(key)
+                out.setdefault(clean_key, clean)
     dropped = 0
     if not extra:
         return out, dropped
@@ -266,6 +285,10 @@ class Refiner:
         self._event_clock = TimeFormatter()
         self._ingest_clock = TimeFormatter()  # its own: the two times alternate, each keeps its cache
         self._envs: dict[str, str] = {}
+        self._canonical_prefix = ""  # the last canonical timestamp's second ("YYYY-MM-DDTHH:MM:SS") ...
+        self._canonical_second = 0  # ... and its epoch second
+        self._now_ms = -1
+        self._now_text = ""
 
     def _environment(self, raw: str | None) -> str:
         env = self._envs.get(raw) if raw is not None else None
@@ -277,12 +300,28 @@ class Refiner:
                 self._envs[raw] = env  # type: ignore[index]
         return env
 
-    @staticmethod
-    def _time(raw: object, default_ms: int) -> tuple[int, bool]:
+    def _time(self, raw: object, default_ms: int) -> tuple[int, str, bool]:
+        """(epoch ms, stored timestamp text, defaulted). Most producers already send the stored form,
+        ``2026-11-28T00:51:01.175Z``: while its second repeats, it is read without parsing and kept as is."""
+        if type(raw) is str and len(raw) == 24 and raw[23] == "Z" and raw[19] == "." and raw[20:23].isdigit():
+            prefix = raw[:19]
+            if prefix == self._canonical_prefix:
+                return self._canonical_second * 1000 + int(raw[20:23]), raw, False
+            epoch_ms = parse_timestamp(raw)
+            if epoch_ms is not None:
+                text = self._event_clock.format(epoch_ms)
+                if text == raw:  # canonical: its second is worth remembering
+                    self._canonical_prefix, self._canonical_second = prefix, epoch_ms // 1000
+                return epoch_ms, text, False
         epoch_ms = parse_timestamp(raw) if raw is not None else None
         if epoch_ms is None:
-            return default_ms, True
-        return epoch_ms, False
+            return default_ms, self._event_clock.format(default_ms), True
+        return epoch_ms, self._event_clock.format(epoch_ms), False
+
+    def _ingested_at(self, now_ms: int) -> str:
+        if now_ms != self._now_ms:
+            self._now_ms, self._now_text = now_ms, self._ingest_clock.format(now_ms)
+        return self._now_text
 
     def log(self, event: Mapping[str, Any], default_ms: int, now_ms: int) -> Refined:
         typed, extra = split(event, LogEvent)
@@ -300,11 +339,11 @@ class Refiner:
         if level is None:
             raise Invalid("level", f"unknown level {raw_level!r:.40}")
         message = _required(ev.message, "message")
-        epoch_ms, defaulted = self._time(ev.timestamp, default_ms)
+        epoch_ms, timestamp, defaulted = self._time(ev.timestamp, default_ms)
         labels, dropped = refine_labels(ev.labels, extra)
         doc = LogDoc(
-            timestamp=self._event_clock.format(epoch_ms),
-            ingested_at=self._ingest_clock.format(now_ms),
+            timestamp=timestamp,
+            ingested_at=self._ingested_at(now_ms),
             timestamp_defaulted=defaulted,
             service_name=service.strip(),
             environment=environment,
@@ -320,19 +359,27 @@ class Refiner:
         return Refined(doc, epoch_ms, dropped)
 
     def span_event(self, ev: SpanEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
+        # Each check's common case inline; the helpers normalize the rest or raise.
         service = _required(ev.service_name, "service_name")
         environment = self._environment(ev.environment)
-        trace_id = _required(ev.trace_id, "trace_id")
-        span_id = _required(ev.span_id, "span_id")
-        name = _required(ev.name, "name")
-        kind = _kind(ev.kind)
-        status = _status(ev.status)
-        duration = _duration(ev.duration_ms)
-        epoch_ms, defaulted = self._time(ev.timestamp, default_ms)
+        trace_id, span_id, name = ev.trace_id, ev.span_id, ev.name
+        if not (trace_id and trace_id.strip() and span_id and span_id.strip() and name and name.strip()):
+            trace_id = _required(trace_id, "trace_id")
+            span_id = _required(span_id, "span_id")
+            name = _required(name, "name")
+        kind = ev.kind if ev.kind in _KINDS else _kind(ev.kind)
+        status = ev.status if ev.status in _STATUSES else _status(ev.status)
+        duration = ev.duration_ms
+        if type(duration) is not float or not 0.0 <= duration < math.inf:
+            duration = _duration(duration)
+        code = ev.http_status_code
+        if code is not None and (type(code) is not int or not 0 <= code <= 999):
+            code = _status_code(code)
+        epoch_ms, timestamp, defaulted = self._time(ev.timestamp, default_ms)
         labels, dropped = refine_labels(ev.labels, extra)
         doc = SpanDoc(
-            timestamp=self._event_clock.format(epoch_ms),
-            ingested_at=self._ingest_clock.format(now_ms),
+            timestamp=timestamp,
+            ingested_at=self._ingested_at(now_ms),
             timestamp_defaulted=defaulted,
             service_name=service.strip(),
             environment=environment,
@@ -345,7 +392,7 @@ class Refiner:
             status=status,
             http_method=ev.http_method or None,
             http_path=ev.http_path or None,
-            http_status_code=_status_code(ev.http_status_code),
+            http_status_code=code,
             labels=labels,
         )
         return Refined(doc, epoch_ms, dropped)

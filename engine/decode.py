@@ -27,9 +27,16 @@ class Entry:
     kind: int
     array_index: int | None
     error_log: bool
-    index_kind: str  # LOGS or TRACES
-    index: str
+    index_key: tuple[str, str]  # (LOGS or TRACES, the daily index's name), one shared tuple per index
     refined: Refined
+
+    @property
+    def index_kind(self) -> str:
+        return self.index_key[0]
+
+    @property
+    def index(self) -> str:
+        return self.index_key[1]
 
 
 @dataclass(slots=True)
@@ -78,18 +85,21 @@ class RecordDecoder:
         self._log_topic = log_topic
         self._span_topic = span_topic
         self._max_bytes = max_bytes
-        self._index_cache: dict[tuple[int, int], str] = {}
+        self._days: tuple[dict[int, tuple[tuple[str, str], bytes]], ...] = ({}, {})  # by kind, then day
 
     def kind_of(self, topic: str) -> int:
         return SPAN if topic == self._span_topic else LOG
 
-    def _index(self, kind: int, epoch_ms: int) -> str:
-        key = (kind, epoch_ms // _DAY_MS)
-        name = self._index_cache.get(key)
-        if name is None:
-            name = self._names.daily(TRACES if kind == SPAN else LOGS, epoch_ms)
-            self._index_cache[key] = name
-        return name
+    def _index(self, kind: int, epoch_ms: int) -> tuple[tuple[str, str], bytes]:
+        """The daily index of a document: its (kind, name) key and the start of its bulk action line."""
+        days = self._days[kind]
+        day = epoch_ms // _DAY_MS
+        found = days.get(day)
+        if found is None:
+            index_kind = TRACES if kind == SPAN else LOGS
+            name = self._names.daily(index_kind, epoch_ms)
+            found = days[day] = ((index_kind, name), b'{"create":{"_index":"%s","_id":"' % name.encode())
+        return found
 
     def decode(self, topic: str, partition: int, offset: int, value: bytes | None,
                default_ms: int, now_ms: int) -> Decoded:
@@ -164,7 +174,7 @@ class RecordDecoder:
             return
         out.dropped_keys += refined.dropped_keys
         doc = refined.doc
-        index = self._index(kind, refined.epoch_ms)
+        index_key, action_start = self._index(kind, refined.epoch_ms)
         if isinstance(doc, SpanDoc):
             doc_id = span_doc_id(doc.trace_id, doc.span_id)
             error_log = False
@@ -172,6 +182,5 @@ class RecordDecoder:
             assert isinstance(doc, LogDoc)
             doc_id = log_doc_id(topic, partition, offset, array_index)
             error_log = doc.level in ERROR_LEVELS
-        action = b'{"create":{"_index":"%s","_id":"%s"}}\n' % (index.encode(), doc_id.encode())
-        out.add(Entry(action, self._encoder.encode(doc), kind, array_index, error_log,
-                      TRACES if kind == SPAN else LOGS, index, refined))
+        action = action_start + doc_id.encode() + b'"}}\n'
+        out.add(Entry(action, self._encoder.encode(doc), kind, array_index, error_log, index_key, refined))

@@ -139,48 +139,64 @@ class Worker:
         self.counters.set(C.heartbeat_ms, now_ms())
 
     def fetch(self) -> None:
-        while self.held:
-            if not self.submit(self.held[0]):
+        if self.held:
+            held = list(self.held)
+            taken = self.submit(held)
+            self.held = deque(held[taken:])
+            if self.held:
                 return
-            self.held.popleft()
         if self.paused:  # keep serving the group; anything delivered anyway waits in `held`
             self.held.extend(self.consumer.consume(FETCH_MAX, 0.05))
             return
         messages = self.consumer.consume(FETCH_MAX, 0.1)
-        for i, message in enumerate(messages):
-            if not self.submit(message):
-                self.held.extend(messages[i:])
-                self.pause()
-                return
+        taken = self.submit(messages)
+        if taken < len(messages):
+            self.held.extend(messages[taken:])
+            self.pause()
 
-    def submit(self, message: Message) -> bool:
-        """Decode one record into the open batch. False: no room and no free block (backpressure)."""
-        error = message.error()
-        if error is not None:
-            self._consumer_error(error)
-            return True
-        topic, partition = cast(str, message.topic()), cast(int, message.partition())
-        offset = cast(int, message.offset())
-        if (topic, partition) not in self.assigned:
-            return True  # revoked while held: the new owner reads it again
-        kind = self.decoder.kind_of(topic)
-        ts_type, ts = message.timestamp()
+    def submit(self, messages: list[Message]) -> int:
+        """Decode records into the open batch, in order; returns how many were taken. Fewer than all: no room
+        and no free block (backpressure). The clock is read and the counters are added once per call."""
         now = now_ms()
-        kafka_ms = ts if ts_type and ts > 0 else 0
-        decoded = self.decoder.decode(topic, partition, offset, message.value(), kafka_ms or now, now)
-        batch = self._room_for(decoded)
-        if batch is None:
-            return False
-        self.counters.add(C.consumed_spans if kind == SPAN else C.consumed_logs)
-        written = self._write(batch, message, kind, decoded)
-        if kind == SPAN:
-            rollups = self.rollups.get((topic, partition))
-            for entry in written:
-                rollups.add(offset, entry.refined.doc, entry.refined.epoch_ms, kafka_ms)  # type: ignore[arg-type]
-            batch.cover(topic, partition, offset, rollups.watermark)
-        else:
-            batch.cover(topic, partition, offset)
-        return True
+        decode, assigned, span_topic = self.decoder.decode, self.assigned, self.settings.kafka_apm_span_topic
+        tally = [0, 0, 0, 0, 0]  # consumed logs, consumed spans, events of logs, events of spans, dropped keys
+        taken = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._consumer_error(error)
+                taken += 1
+                continue
+            topic, partition = cast(str, message.topic()), cast(int, message.partition())
+            if (topic, partition) not in assigned:
+                taken += 1
+                continue  # revoked while held: the new owner reads it again
+            offset = cast(int, message.offset())
+            ts_type, ts = message.timestamp()
+            kafka_ms = ts if ts_type and ts > 0 else 0
+            decoded = decode(topic, partition, offset, message.value(), kafka_ms or now, now)
+            batch = self._room_for(decoded)
+            if batch is None:
+                break
+            kind = SPAN if topic == span_topic else LOG
+            tally[kind] += 1
+            tally[2 + kind] += len(decoded.entries) + len(decoded.rejects)
+            tally[4] += decoded.dropped_keys
+            written = self._write(batch, message, kind, decoded)
+            if kind == SPAN:
+                rollups = self.rollups.get((topic, partition))
+                for entry in written:
+                    rollups.add(offset, entry.refined.doc, entry.refined.epoch_ms, kafka_ms)  # type: ignore[arg-type]
+                batch.cover(topic, partition, offset, rollups.watermark)
+            else:
+                batch.cover(topic, partition, offset)
+            taken += 1
+        add = self.counters.add
+        for counter, amount in zip((C.consumed_logs, C.consumed_spans, C.events_logs, C.events_spans,
+                                    C.dropped_keys), tally, strict=True):
+            if amount:
+                add(counter, amount)
+        return taken
 
     def _room_for(self, decoded: Decoded) -> Batch | None:
         need = decoded.size
@@ -196,19 +212,21 @@ class Worker:
 
     def _write(self, batch: Batch, message: Message, kind: int, decoded: Decoded) -> list[Entry]:
         """Append the record's documents and dead-letter its rejects; returns the entries written."""
-        written = []
-        for entry in decoded.entries:
-            if batch.room() < len(entry.action) + len(entry.doc) + 1:
-                self.publisher.reject(batch, message, kind, "too_large",
-                                      "the normalized document does not fit a bulk block", entry.array_index)
-                continue
-            batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
-            batch.indices.add((entry.index_kind, entry.index))
-            written.append(entry)
-        counter = C.events_spans if kind == SPAN else C.events_logs
-        self.counters.add(counter, len(decoded.entries) + len(decoded.rejects))
-        if decoded.dropped_keys:
-            self.counters.add(C.dropped_keys, decoded.dropped_keys)
+        if decoded.size <= batch.room():  # the common case: all of them fit
+            for entry in decoded.entries:
+                batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
+                batch.indices.add(entry.index_key)
+            written = decoded.entries
+        else:
+            written = []
+            for entry in decoded.entries:
+                if batch.room() < len(entry.action) + len(entry.doc) + 1:
+                    self.publisher.reject(batch, message, kind, "too_large",
+                                          "the normalized document does not fit a bulk block", entry.array_index)
+                    continue
+                batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
+                batch.indices.add(entry.index_key)
+                written.append(entry)
         for reject in decoded.rejects:
             self.publisher.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index,
                                   reject.element)
