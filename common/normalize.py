@@ -334,11 +334,18 @@ class Refiner:
     def log_event(self, ev: LogEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
         service = _required(ev.service_name, "service_name")
         environment = self._environment(ev.environment)
-        raw_level = _required(ev.level, "level")
-        level = normalize_level(raw_level)
-        if level is None:
-            raise Invalid("level", f"unknown level {raw_level!r:.40}")
-        message = _required(ev.message, "message")
+        level: str | None = ev.level
+        if level not in _LEVELS:
+            raw_level = _required(level, "level")
+            level = normalize_level(raw_level)
+            if level is None:
+                raise Invalid("level", f"unknown level {raw_level!r:.40}")
+        message = ev.message
+        if not (message and message.strip()):
+            message = _required(message, "message")
+        code = ev.http_status_code
+        if code is not None and (type(code) is not int or not 0 <= code <= 999):
+            code = _status_code(code)
         epoch_ms, timestamp, defaulted = self._time(ev.timestamp, default_ms)
         labels, dropped = refine_labels(ev.labels, extra)
         doc = LogDoc(
@@ -353,7 +360,7 @@ class Refiner:
             span_id=ev.span_id or None,
             http_method=ev.http_method or None,
             http_path=ev.http_path or None,
-            http_status_code=_status_code(ev.http_status_code),
+            http_status_code=code,
             labels=labels,
         )
         return Refined(doc, epoch_ms, dropped)

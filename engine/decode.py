@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -167,20 +167,17 @@ class RecordDecoder:
         try:
             if isinstance(event, SpanEvent):
                 refined = self._refiner.span_event(event, extra, default_ms, now_ms)
+                span = cast(SpanDoc, refined.doc)
+                doc_id = span_doc_id(span.trace_id, span.span_id)
+                error_log = False
             else:
                 refined = self._refiner.log_event(event, extra, default_ms, now_ms)
+                doc_id = log_doc_id(topic, partition, offset, array_index)
+                error_log = cast(LogDoc, refined.doc).level in ERROR_LEVELS
         except Invalid as exc:
             self._reject(out, exc, array_index, original if original is not None else event)
             return
         out.dropped_keys += refined.dropped_keys
-        doc = refined.doc
         index_key, action_start = self._index(kind, refined.epoch_ms)
-        if isinstance(doc, SpanDoc):
-            doc_id = span_doc_id(doc.trace_id, doc.span_id)
-            error_log = False
-        else:
-            assert isinstance(doc, LogDoc)
-            doc_id = log_doc_id(topic, partition, offset, array_index)
-            error_log = doc.level in ERROR_LEVELS
         action = action_start + doc_id.encode() + b'"}}\n'
-        out.add(Entry(action, self._encoder.encode(doc), kind, array_index, error_log, index_key, refined))
+        out.add(Entry(action, self._encoder.encode(refined.doc), kind, array_index, error_log, index_key, refined))
