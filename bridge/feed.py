@@ -138,7 +138,15 @@ class ErrorFeed:
     # ------------------------------------------------------------ records
 
     def _poll(self, consumer: Any) -> None:
-        messages = consumer.consume(num_messages=BATCH_MAX, timeout=POLL_TIMEOUT_S)
+        """Wait (up to POLL_TIMEOUT_S) for the first record only, then take whatever else is already there.
+
+        ``consume(n, timeout)`` would wait the whole timeout unless ``n`` records arrive, which at a few
+        hundred errors a second delayed every record by up to 50 ms.
+        """
+        first = consumer.poll(POLL_TIMEOUT_S)
+        if first is None:
+            return
+        messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
         read_at = self._clock()
         deliveries: list[Delivery] = []
         for message in messages:
