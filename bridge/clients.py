@@ -7,6 +7,7 @@ a little) hand over everything queued at once, so a client that keeps up receive
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from common.normalize import normalize_environment
 
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
+NOT_ATTACHED = sys.maxsize
 
 
 class Subscription(msgspec.Struct, frozen=True):
@@ -58,6 +60,7 @@ class ClientQueue:
         self._size = size
         self._cond = threading.Condition(threading.Lock())
         self._woken = False
+        self._waiting = False  # a ``take`` waits: only then does ``offer`` notify
         self._full_since: float | None = None
 
     def offer(self, items: Sequence[Delivery], now: float) -> int:
@@ -67,7 +70,8 @@ class ClientQueue:
             self._items.extend(items)
             if len(self._items) == self._size and self._full_since is None:
                 self._full_since = now
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
         return dropped
 
     def drain(self) -> list[Delivery]:
@@ -82,7 +86,9 @@ class ClientQueue:
         """Everything queued (possibly nothing), waiting up to ``timeout`` for something to arrive."""
         with self._cond:
             if not self._items and not self._woken:
+                self._waiting = True
                 self._cond.wait(timeout)
+                self._waiting = False
             batch = list(self._items)
             self._items.clear()
             self._full_since = None
@@ -94,6 +100,10 @@ class ClientQueue:
         with self._cond:
             self._woken = True
             self._cond.notify()
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def full_since(self) -> float | None:
         return self._full_since
@@ -126,6 +136,7 @@ class Subscriber:
         self.kick: Kick | None = None
         self.abort: Callable[[], None] = lambda: None
         self.aborted = False
+        self.attached_seq = NOT_ATTACHED  # the hub's publish sequence at attach: its replay covers up to it
 
     def ask_to_leave(self, code: int, reason: str, label: str, now: float) -> bool:
         """First call wins; wakes a waiting ``take``. Returns whether this call kicked it."""

@@ -1,7 +1,10 @@
 """Fan-out: every error from the feed to every attached client, plus the replay ring and the sweeper.
 
-``publish`` runs on the feed thread and never blocks on a client: it only appends to bounded queues, then
-calls ``notify`` (the plain-WebSocket sender's ``wake``), as do kicks.
+``publish`` runs on the feed thread and never blocks on a client. It hands each batch, numbered, to
+``forward`` (the plain-WebSocket sender, which fans it out to its clients on its own thread, in its next
+pass) and appends it to the bounded queues of the other clients (Socket.IO). ``attach`` records the number of
+the last batch a client's replay covers, so a client neither misses nor repeats a batch. Kicks call
+``notify`` (the sender's ``wake``).
 ``sweep`` (the janitor thread, a few times a second) kicks clients whose queue stayed full too long and
 cuts the sockets of kicked clients that did not leave within the grace period.
 """
@@ -24,27 +27,37 @@ log = logging.getLogger("bridge.hub")
 class Hub:
     def __init__(self, replay: int, slow_client_s: float, metrics: BridgeMetrics,
                  clock: Callable[[], float] = time.monotonic, close_grace_s: float = 5.0,
-                 notify: Callable[[], None] = lambda: None) -> None:
+                 notify: Callable[[], None] = lambda: None,
+                 forward: Callable[[int, Sequence[Delivery]], None] = lambda seq, deliveries: None) -> None:
         self._ring: deque[Delivery] = deque(maxlen=replay) if replay else deque(maxlen=0)
         self._subscribers: set[Subscriber] = set()
+        self._queued: set[Subscriber] = set()  # clients whose queue publish fills (the others are forwarded)
+        self._seq = 0  # number of the last published batch
         self._lock = threading.Lock()
         self._slow_client_s = slow_client_s
         self._close_grace_s = close_grace_s
         self._metrics = metrics
         self._clock = clock
         self._notify = notify
+        self._forward = forward
         self._closing = False
 
     # ------------------------------------------------------------ clients
 
-    def attach(self, subscriber: Subscriber) -> bool:
-        """Queue the replay (oldest first) and start fanning out to the client; False when shutting down."""
+    def attach(self, subscriber: Subscriber, forwarded: bool = False) -> bool:
+        """Queue the replay (oldest first) and start fanning out to the client; False when shutting down.
+
+        ``forwarded``: the client gets later batches through ``forward`` (it must be registered there
+        first), not from ``publish``."""
         with self._lock:
             if self._closing:
                 return False
             replay = [d for d in self._ring if subscriber.subscription.matches(d)]
             subscriber.queue.offer(replay, self._clock())
+            subscriber.attached_seq = self._seq
             self._subscribers.add(subscriber)
+            if not forwarded:
+                self._queued.add(subscriber)
         self._metrics.clients.labels(subscriber.protocol).inc()
         self._metrics.connections.labels(subscriber.protocol).inc()
         log.info("client connected: peer=%s protocol=%s filters=%s replay=%d", subscriber.peer,
@@ -56,6 +69,7 @@ class Hub:
             if subscriber not in self._subscribers:
                 return
             self._subscribers.discard(subscriber)
+            self._queued.discard(subscriber)
         label = subscriber.kick.label if subscriber.kick else reason
         self._metrics.clients.labels(subscriber.protocol).dec()
         self._metrics.disconnects.labels(label).inc()
@@ -73,7 +87,10 @@ class Hub:
             return
         with self._lock:
             self._ring.extend(deliveries)
-            subscribers = tuple(self._subscribers)
+            self._seq += 1
+            seq = self._seq
+            subscribers = tuple(self._queued)
+        self._forward(seq, deliveries)
         now = self._clock()
         dropped = filtered = 0
         for subscriber in subscribers:
@@ -85,7 +102,6 @@ class Hub:
                 lost = subscriber.queue.offer(batch, now)
                 subscriber.dropped += lost
                 dropped += lost
-        self._notify()
         self._metrics.relayed.inc(len(deliveries))
         if dropped:
             self._metrics.dropped.inc(dropped)

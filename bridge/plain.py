@@ -6,18 +6,22 @@ server sends on its own (errors, pings, the close frame) is written by the sende
 through the connection's ``Outbox``: ``pump`` makes one non-blocking send per client and pass, of all the
 client's queued errors as pre-built frames (the same bytes for every client), or of the close frame when the
 client was told to go; ``tend`` does keep-alive and input hygiene a few times a second.
+
+The errors published since the previous pass (``Fresh``) reach a client in its ``pump``: a client without
+filters, queue or pending bytes (the usual case) is sent the pass's one shared buffer of them as is; any
+other client gets them through its bounded queue (filters, drop-oldest, the slow-client clock).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import simple_websocket
 
 from bridge.clients import POLICY_VIOLATION, Subscriber
-from bridge.codec import PING_FRAME
+from bridge.codec import PING_FRAME, Delivery
 from bridge.outbox import Outbox
 
 log = logging.getLogger("bridge.plain")
@@ -68,12 +72,42 @@ class InlineReader:
 class Tally:
     """What one sender pass did, summed over its clients (metrics are updated once per pass)."""
 
-    __slots__ = ("delivered", "read_at", "pending")
+    __slots__ = ("delivered", "read_at", "pending", "dropped", "filtered")
 
     def __init__(self) -> None:
         self.delivered = 0
         self.read_at: list[float] = []  # per completed write: when its oldest error was read off the topic
         self.pending = 0  # clients with bytes the kernel did not take yet
+        self.dropped = 0  # errors dropped from full queues (oldest first)
+        self.filtered = 0  # errors a client's filters left out
+
+
+class Fresh:
+    """The batches the hub published since the previous pass, numbered, shared by every client of the pass."""
+
+    __slots__ = ("_batches", "deliveries", "_first_seq", "_frames")
+
+    def __init__(self, batches: Sequence[tuple[int, Sequence[Delivery]]] = ()) -> None:
+        self._batches = batches
+        self.deliveries: list[Delivery] = [d for _, published in batches for d in published]
+        self._first_seq = batches[0][0] if batches else 0
+        self._frames: bytes | None = None
+
+    def since(self, attached_seq: int) -> list[Delivery]:
+        """What a client attached after batch ``attached_seq`` has not had yet (its replay has the rest)."""
+        if attached_seq < self._first_seq:
+            return self.deliveries
+        return [d for seq, published in self._batches if seq > attached_seq for d in published]
+
+    @property
+    def frames(self) -> bytes:
+        """Every fresh error's frame in one buffer, joined once per pass."""
+        if self._frames is None:
+            self._frames = b"".join([d.frame for d in self.deliveries])
+        return self._frames
+
+
+NOTHING_FRESH = Fresh()
 
 
 class PlainSession:
@@ -102,11 +136,13 @@ class PlainSession:
 
     # ------------------------------------------------------------ sender thread
 
-    def pump(self, tally: Tally) -> None:
-        """One non-blocking send: the close frame of a kicked client (behind its pending bytes), else the rest
-        of the previous write, else every queued error."""
+    def pump(self, tally: Tally, fresh: Fresh = NOTHING_FRESH, now: float = 0.0) -> None:
+        """Take the fresh errors, then one non-blocking send: the close frame of a kicked client (behind its
+        pending bytes), else the rest of the previous write, else every fresh or queued error."""
         if self.failed is not None:
             return
+        new = fresh.since(self._subscriber.attached_seq) if fresh.deliveries else []
+        direct = bool(new) and self._take(new, fresh, now, tally)
         try:
             kick = self._subscriber.kick
             if kick is not None and self._ws.connected:
@@ -114,6 +150,12 @@ class PlainSession:
                 left = self._outbox.pending
             elif self._outbox.pending:
                 left = self._outbox.flush()
+            elif direct:
+                if not self._ws.connected:
+                    return
+                self._in_flight = len(new)
+                self._in_flight_read_at = new[0].read_at
+                left = self._outbox.push(fresh.frames)
             else:
                 queue = self._subscriber.queue
                 if not len(queue) or not self._ws.connected:
@@ -134,6 +176,24 @@ class PlainSession:
             tally.delivered += self._in_flight
             tally.read_at.append(self._in_flight_read_at)
             self._in_flight = 0
+
+    def _take(self, new: list[Delivery], fresh: Fresh, now: float, tally: Tally) -> bool:
+        """Queue the fresh errors this client wants; True when, instead, they can go out as the shared buffer
+        (no filters, nothing queued or pending before them, no kick, within the queue's bound)."""
+        subscriber = self._subscriber
+        queue = subscriber.queue
+        if subscriber.subscription.filters:
+            wanted = [d for d in new if subscriber.subscription.matches(d)]
+            tally.filtered += len(new) - len(wanted)
+            new = wanted
+        elif (new is fresh.deliveries and subscriber.kick is None and not self._outbox.pending
+              and not len(queue) and len(new) <= queue.size):
+            return True
+        if new:
+            lost = queue.offer(new, now)
+            subscriber.dropped += lost
+            tally.dropped += lost
+        return False
 
     def tend(self, now: float) -> None:
         """Keep-alive and input hygiene; a few times a second."""

@@ -1,8 +1,12 @@
 """The one thread that writes to every plain WebSocket client.
 
-A pass visits every client and makes at most one non-blocking send each (``PlainSession.pump``): the rest of
-the previous write if the kernel did not take all of it, else every error queued for the client, as one
-buffer of pre-built frames. Passes run when the hub publishes (``wake``), at most once per ``tick_s`` so a
+The hub hands every published batch to ``forward``, which only appends it to an inbox: the fan-out to the
+clients happens here, on this thread, once per pass, so the feed thread does not walk every client for every
+batch (and the two threads do not fight over the GIL for it). A pass takes the inbox (``Fresh``) and visits
+every client once (``PlainSession.pump``): it takes the fresh errors and makes at most one non-blocking send,
+the rest of the previous write if the kernel did not take all of it, else everything fresh or queued for the
+client, as one buffer of pre-built frames (for most clients the same bytes, joined once per pass).
+Passes run when the hub publishes (``wake``), at most once per ``tick_s`` so a
 busy feed is written in batches, every ``tick_s`` while some client still has pending bytes, and every
 ``tend_every_s`` for keep-alive and kicks (``PlainSession.tend``). No per-client thread wakes up for an error,
 and no write ever waits for a client: a client that does not read keeps its bytes pending, its queue fills,
@@ -14,10 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from bridge.codec import Delivery
 from bridge.metrics import BridgeMetrics
-from bridge.plain import PlainSession, Tally
+from bridge.plain import Fresh, PlainSession, Tally
 
 log = logging.getLogger("bridge.sender")
 
@@ -33,6 +38,7 @@ class Sender:
         self._tend_every_s = tend_every_s
         self._clock = clock
         self._sessions: set[PlainSession] = set()
+        self._inbox: list[tuple[int, Sequence[Delivery]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -53,6 +59,7 @@ class Sender:
     # ------------------------------------------------------------ sessions
 
     def add(self, session: PlainSession) -> None:
+        """Register before the hub attaches its subscriber, so no batch published in between is missed."""
         with self._lock:
             self._sessions.add(session)
         self._wake.set()  # its replay is queued
@@ -62,7 +69,13 @@ class Sender:
             self._sessions.discard(session)
 
     def wake(self) -> None:
-        """Something was queued: run a pass soon (the hub calls this on every publish)."""
+        """Something changed (a kick): run a pass soon."""
+        self._wake.set()
+
+    def forward(self, seq: int, deliveries: Sequence[Delivery]) -> None:
+        """The hub published batch ``seq``: the next pass fans it out (called on the feed thread)."""
+        with self._lock:
+            self._inbox.append((seq, deliveries))
         self._wake.set()
 
     # ------------------------------------------------------------ the loop
@@ -88,16 +101,22 @@ class Sender:
         """Pump every session (and tend them when due); returns whether some still have pending bytes."""
         with self._lock:
             sessions = list(self._sessions)
+            fresh = Fresh(self._inbox)
+            self._inbox = []
         if tend:
             for session in sessions:
                 session.tend(now)
         tally = Tally()
         for session in sessions:
-            session.pump(tally)
+            session.pump(tally, fresh, now)
         self._record(tally)
         return tally.pending > 0
 
     def _record(self, tally: Tally) -> None:
+        if tally.dropped:
+            self._metrics.dropped.inc(tally.dropped)
+        if tally.filtered:
+            self._metrics.filtered.inc(tally.filtered)
         if not tally.delivered:
             return
         self._metrics.delivered.inc(tally.delivered)

@@ -119,11 +119,12 @@ class BridgeApp:
             self._metrics.rejected.labels("handshake").inc()
             log.info("refused: peer=%s bad WebSocket handshake (%s)", subscriber.peer, exc.__class__.__name__)
             return _text(start_response, "400 Bad Request", "bad WebSocket handshake\n")
-        if not self._hub.attach(subscriber):
+        session = PlainSession(ws, outbox, subscriber, self._clock)
+        self._sender.add(session)  # first: the sender must know it before the hub forwards batches for it
+        if not self._hub.attach(subscriber, forwarded=True):
+            self._sender.remove(session)
             ws.close(1001, "server shutting down")
             raise StopIteration
-        session = PlainSession(ws, outbox, subscriber, self._clock)
-        self._sender.add(session)
         reason = "error"
         try:
             reason = session.serve()

@@ -42,7 +42,7 @@ class Bridge:
         self.metrics = BridgeMetrics()
         self.sender = Sender(self.metrics)
         self.hub = Hub(settings.error_stream_replay, settings.error_stream_slow_client_s, self.metrics,
-                       close_grace_s=CLOSE_GRACE_S, notify=self.sender.wake)
+                       close_grace_s=CLOSE_GRACE_S, notify=self.sender.wake, forward=self.sender.forward)
         self.feed = ErrorFeed(settings, self.hub, self.metrics, consumer_factory)
         self.janitor = Janitor(self.hub, min(SWEEP_EVERY_S, settings.error_stream_slow_client_s / 4))
         self.sio = SocketIOSide(self.hub, self.metrics, settings.error_stream_queue_size, CLOSE_GRACE_S)

@@ -32,8 +32,10 @@ from hypothesis import strategies as st
 
 from bridge.clients import ClientQueue, Subscriber, Subscription
 from bridge.codec import PING_FRAME, Delivery, Malformed, RecordDecoder, text_frame
+from bridge.hub import Hub
+from bridge.metrics import BridgeMetrics
 from bridge.outbox import Outbox
-from bridge.plain import Keepalive, PlainSession, Tally
+from bridge.plain import Fresh, Keepalive, PlainSession, Tally
 from common.clients import producer_config
 from common.settings import Settings
 from common.stack import free_port
@@ -140,9 +142,11 @@ def wire() -> Iterator[Wire]:
     client.close()
 
 
-def _session(server: socket.socket, queue_size: int) -> tuple[PlainSession, Subscriber, FakeWebSocket]:
+def _session(server: socket.socket, queue_size: int,
+             subscription: Subscription | None = None) -> tuple[PlainSession, Subscriber, FakeWebSocket]:
     outbox = Outbox(server)
-    subscriber = Subscriber("peer", "websocket", Subscription(), queue_size, connected_at=0.0)
+    subscriber = Subscriber("peer", "websocket", subscription or Subscription(), queue_size, connected_at=0.0)
+    subscriber.attached_seq = 0
     ws = FakeWebSocket(outbox)
     return PlainSession(ws, outbox, subscriber, clock=lambda: 0.0), subscriber, ws  # type: ignore[arg-type]
 
@@ -218,6 +222,79 @@ def test_tend_pings_when_due_and_asks_a_silent_client_to_leave(wire: Wire) -> No
     assert subscriber.kick is None
     session.tend(now=45.0)
     assert subscriber.kick is not None and subscriber.kick.label == "ping-timeout"
+
+
+def _joined(deliveries: list[Delivery]) -> bytes:
+    return b"".join(d.frame for d in deliveries)
+
+
+def test_fresh_errors_go_to_a_client_with_nothing_queued_as_the_shared_buffer(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=8)
+    first, second = _frames(0, 2, 10), _frames(2, 3, 10)
+    fresh = Fresh([(1, first), (2, second)])
+    tally = Tally()
+    session.pump(tally, fresh, now=0.0)
+    assert client.recv(65536) == fresh.frames == _joined(first + second)
+    assert (tally.delivered, len(subscriber.queue), subscriber.delivered) == (5, 0, 5)
+
+
+def test_a_client_attached_after_a_batch_gets_only_the_later_ones(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=8)
+    subscriber.attached_seq = 1  # its replay already held batch 1
+    first, second = _frames(0, 2, 10), _frames(2, 3, 10)
+    tally = Tally()
+    session.pump(tally, Fresh([(1, first), (2, second)]), now=0.0)
+    assert client.recv(65536) == _joined(second) and tally.delivered == 3
+
+
+def test_fresh_errors_wait_behind_queued_ones(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=8)
+    replay, fresh = _frames(0, 2, 10), _frames(2, 2, 10)
+    subscriber.queue.offer(replay, now=0.0)
+    session.pump(Tally(), Fresh([(1, fresh)]), now=0.0)
+    assert client.recv(65536) == _joined(replay + fresh)
+
+
+def test_fresh_errors_queue_behind_pending_bytes_and_the_oldest_are_dropped_and_counted(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=4)
+    big, later = _frames(0, 4, 50_000), _frames(4, 6, 10)
+    tally = Tally()
+    session.pump(tally, Fresh([(1, big)]), now=0.0)
+    assert tally.pending == 1  # the kernel took part of 200 KB
+    session.pump(tally, Fresh([(2, later)]), now=1.0)
+    assert (tally.dropped, subscriber.dropped, len(subscriber.queue)) == (2, 2, 4)
+    assert subscriber.queue.full_since() == 1.0
+    expected = _joined(big + later[2:])
+    assert _read_all(client, session, tally, len(expected)) == expected
+
+
+def test_filters_apply_to_fresh_errors_and_are_counted(wire: Wire) -> None:
+    server, client = wire
+    session, subscriber, _ = _session(server, queue_size=8, subscription=Subscription(frozenset({"a"})))
+    wanted = [Delivery(service="a", environment="e", frame=text_frame(b"a%d" % i), payload={}) for i in range(2)]
+    other = [Delivery(service="b", environment="e", frame=text_frame(b"b%d" % i), payload={}) for i in range(3)]
+    tally = Tally()
+    session.pump(tally, Fresh([(1, [wanted[0], *other, wanted[1]])]), now=0.0)
+    assert client.recv(65536) == _joined(wanted)
+    assert (tally.delivered, tally.filtered) == (2, 3)
+
+
+def test_hub_forwards_numbered_batches_and_fills_only_the_queues_of_the_other_clients() -> None:
+    forwarded: list[tuple[int, int]] = []
+    hub = Hub(replay=10, slow_client_s=30.0, metrics=BridgeMetrics(), clock=lambda: 0.0,
+              forward=lambda seq, deliveries: forwarded.append((seq, len(deliveries))))
+    plain = Subscriber("p", "websocket", Subscription(), 8, connected_at=0.0)
+    sio = Subscriber("s", "socketio", Subscription(), 8, connected_at=0.0)
+    hub.publish([_delivery(), _delivery()])
+    assert hub.attach(plain, forwarded=True) and hub.attach(sio)
+    assert plain.attached_seq == sio.attached_seq == 1 and len(plain.queue) == len(sio.queue) == 2  # replay
+    hub.publish([_delivery()])
+    assert forwarded == [(1, 2), (2, 1)]
+    assert len(plain.queue) == 2 and len(sio.queue) == 3
 
 
 # ---------------------------------------------------------------- integration helpers
