@@ -16,7 +16,7 @@
 4. Starts ``panopticon api`` (gunicorn, its default 2 workers x 4 threads) on a free port and drives each
    route for ``--duration`` seconds with ``--clients`` threads, each with its own keep-alive HTTP connection.
    Ranges are explicit and end more than 10 s in the past, so the API's response cache (sliding questions
-   only) is not involved, except in the ``*_sliding`` phase, which asks what the frontend asks.
+   only) is not involved, except in the ``*_sliding`` phases, which ask what the frontend asks (14 days up to now).
    The search requests and documents each route reads come from the API's own Prometheus counters
    (``panopticon_api_search_requests_total`` / ``_documents_total``), per answered request.
 
@@ -301,6 +301,7 @@ def phases(loaded: Loaded, anchor_ms: int) -> list[Phase]:
         return f"/query/services/{quote(service, safe='')}/endpoints/{quote(endpoint, safe='')}/traces"
 
     svc, met = "/query/services", "/query/services/{service}/metrics"
+    sliding_14d = urlencode({"from": format_timestamp(anchor_ms - 14 * DAY_MS)})  # `to` is now, as the frontend asks
     return [  # cheapest first: long RED reads leave work queued in the search server after a phase
         Phase("endpoint_traces_error", "/query/services/{service}/endpoints/{endpoint}/traces",
               lambda r: path(endpoint_path(r, failing), r, HOUR_MS, status="ERROR")),
@@ -324,8 +325,8 @@ def phases(loaded: Loaded, anchor_ms: int) -> list[Phase]:
               lambda r: path(service_path(r, "endpoints"), r, HOUR_MS)),
         Phase("services_60m", svc, lambda r: path(svc, r, HOUR_MS)),
         Phase("metrics_24h", met, lambda r: path(service_path(r, "metrics"), r, DAY_MS)),
-        Phase("services_14d_sliding", svc,
-              lambda r: f"{svc}?{urlencode({'from': format_timestamp(anchor_ms - 14 * DAY_MS)})}"),
+        Phase("services_14d_sliding", svc, lambda r: f"{svc}?{sliding_14d}"),
+        Phase("metrics_14d_sliding", met, lambda r: f"{service_path(r, 'metrics')}?{sliding_14d}"),
         Phase("services_14d", svc, lambda r: path(svc, r, 14 * DAY_MS)),
         Phase("metrics_14d", met, lambda r: path(service_path(r, "metrics"), r, 14 * DAY_MS)),
     ]
