@@ -4,14 +4,14 @@
     python -m benchmarks.bench_bridge --quick    # 8 s per phase
 
 Starts its own local stack (free ports) and a bridge (`python -m common.cli bridge`), measures the Kafka leg
-alone (produce -> readable by a plain consumer, no clients), then for each client count: connects that many real WebSocket clients (TCP + RFC 6455 handshake; load processes of up to 500
-clients each, one selector loop per process, so the load side stays cheap enough to share two cores with
-the bridge), produces errors at a fixed rate to the error topic, and measures the time from produce to
-receipt of every frame on ~100 timed clients per phase; the other clients only walk frame headers and count
-(parsing every frame of 1,000 clients, 200,000 frames/s, would make the load side the bottleneck: its
-clients stop reading and the bridge rightly drops for them). Also the bridge's CPU per delivered frame and
-the load average, since the machine may be shared. Prints a table and appends one JSON line per figure to
-benchmarks/results/latest.jsonl.
+alone (produce -> readable by a plain consumer, no clients), then for each client count: connects that many
+real WebSocket clients (TCP + RFC 6455 handshake; load processes of up to 500 clients each, one selector loop
+per process, so the load side stays cheap enough to share two cores with the bridge), produces errors at a
+fixed rate to the error topic, and measures the time from produce to receipt of every frame on ~100 timed
+clients per phase; the other clients only walk frame headers and count (parsing every frame of 1,000 clients,
+200,000 frames/s, would make the load side the bottleneck: its clients stop reading and the bridge rightly
+drops for them). Also the bridge's CPU per delivered frame and the load average, since the machine may be
+shared. Prints a table and appends one JSON line per figure to benchmarks/results/latest.jsonl.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from common.topics import create_topics
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "latest.jsonl"
 CLIENTS_PER_LOADER = 500
+FETCH_PAUSE_MS = 5.0  # the local broker does not hold empty fetches as Kafka does (bridge/feed.py)
 TIMED_CLIENTS = 100  # clients per phase that time every frame; the others count frames
 HIST_MS = 20_000
 MARK = b'"bench_sent":'
@@ -173,12 +174,12 @@ def load_worker(url: str, clients: int, timed_every: int) -> None:
 # ---------------------------------------------------------------- orchestration
 
 class BridgeUnderTest:
-    def __init__(self, env: dict[str, str], log_path: Path, max_clients: int) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, max_clients: int, fetch_pause_ms: float) -> None:
         self.port = int(env["ERROR_STREAM_PORT"])
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1",
-             "--max-clients", str(max_clients)],
+             "--max-clients", str(max_clients), "--fetch-pause-ms", str(fetch_pause_ms)],
             env={**os.environ, **env}, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
@@ -430,9 +431,10 @@ def run_phase(bridge: BridgeUnderTest, producer: Producer, settings: Settings, c
             "peak_rss_mb": peak, "loader_cpu_s": loader_cpu, "load_before": load_before, "load_after": load_after}
 
 
-def report(rows: list[dict[str, Any]], rate: int, duration_s: float) -> None:
+def report(rows: list[dict[str, Any]], rate: int, duration_s: float, fetch_pause_ms: float) -> None:
     print(f"\nbridge benchmark: {rate} errors/s for {duration_s:.0f}s, {os.cpu_count()} CPUs, "
-          "one bridge process (gunicorn gthread + one sender thread), plain WebSocket clients")
+          "one bridge process (gunicorn gthread + one sender thread), plain WebSocket clients, "
+          f"bridge --fetch-pause-ms {fetch_pause_ms:g}")
     print("latency ms: produce -> client receipt, every frame of the timed clients (~100 per phase; all clients\n"
           "  count frames for 'delivered'); kafka: produce -> readable by a plain consumer (a phase of its own,\n"
           "  no clients: its fetch loop would spin against the local broker and take CPU from the phases);\n"
@@ -463,7 +465,7 @@ def report(rows: list[dict[str, Any]], rate: int, duration_s: float) -> None:
             conditions = {"clients": r["clients"], "errors_per_s": rate, "duration_s": duration_s,
                           "cpus": os.cpu_count(), "server": "gunicorn gthread + sender thread",
                           "protocol": "websocket", "errors_produced": r["produced"],
-                          "timed_clients": r["timed_clients"],
+                          "timed_clients": r["timed_clients"], "fetch_pause_ms": fetch_pause_ms,
                           "load_avg_1m": [round(r["load_before"], 2), round(r["load_after"], 2)]}
             for name, key, unit in figures:
                 out.write(json.dumps({"name": f"bridge.{name}", "value": round(r[key], 3), "unit": unit,
@@ -478,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="100,1000", help="comma list of client counts")
     parser.add_argument("--rate", type=int, default=200, help="errors per second")
     parser.add_argument("--duration", type=float, default=None, help="seconds per phase")
+    parser.add_argument("--fetch-pause-ms", type=float, default=FETCH_PAUSE_MS,
+                        help="the bridge's --fetch-pause-ms (default %(default)s; 0: the bridge's fetch loop "
+                             "spins against the local broker, which answers empty fetches at once)")
     parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--timed-every", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -494,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                    "ERROR_STREAM_PORT": str(free_port()), "ERROR_STREAM_REPLAY": "0", "LOG_LEVEL": "WARNING"}
             settings = load_settings(env)
             create_topics(settings, partitions=4)
-            bridge = BridgeUnderTest(env, Path(tmp) / "bridge.log", max(counts) + 100)
+            bridge = BridgeUnderTest(env, Path(tmp) / "bridge.log", max(counts) + 100, args.fetch_pause_ms)
             bridge.wait_healthy()
             producer = Producer(producer_config(settings, "bench-bridge"))
             producer.produce(settings.kafka_apm_log_error_topic, _error_doc(0))  # connected before timing
@@ -505,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             for count in counts:
                 print(f"phase: {count} clients, {args.rate} errors/s for {duration:.0f}s ...", flush=True)
                 rows.append({**run_phase(bridge, producer, settings, count, args.rate, duration), **kafka})
-            report(rows, args.rate, duration)
+            report(rows, args.rate, duration, args.fetch_pause_ms)
         finally:
             if bridge is not None:
                 bridge.stop()
