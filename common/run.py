@@ -69,7 +69,7 @@ def main() -> int:
     components = [
         Component("engine", ["engine"]),
         Component("api", ["api"]),
-        Component("bridge", ["bridge"]),
+        Component("bridge", ["bridge", "--fetch-pause-ms", "5"]),  # the embedded broker answers empty fetches at once
         Component("loadgen", ["loadgen", "--rate", rate, "--invalid-ratio", "0.01", "--quiet"]),
     ]
     stopping = False
