@@ -1,4 +1,5 @@
-"""A small in-process cache for sliding-window answers (``to`` = now, quantized to 10 s).
+"""A small in-process cache of answers: sliding-window responses (``to`` = now, quantized to 10 s) and, in
+``api.red``, rollup answers keyed by the minutes they read.
 
 Entries live ``ttl_s`` seconds and the cache holds at most ``max_entries`` (least recently used goes first).
 Thread-safe: gunicorn threads of one worker share it. The clock is injected so tests need no sleeps.
@@ -10,7 +11,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ResponseCache:
@@ -45,7 +48,7 @@ class ResponseCache:
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
 
-    def through(self, key: Hashable | None, compute: Callable[[], Any]) -> Any:
+    def through(self, key: Hashable | None, compute: Callable[[], T]) -> T:
         """The cached answer for ``key``, computing and keeping it on a miss; ``None`` key: no caching."""
         if key is None or self._ttl_s <= 0:
             return compute()

@@ -12,12 +12,23 @@ from typing import Protocol
 
 import msgspec
 
+from api.cache import ResponseCache
 from api.metrics import count_search
 from api.params import TimeRange
 from api.search import Search
 from api.window_cache import CachedWindows
 from common.indices import TRACES
-from common.rollup_reader import ReadStats, RedTotals, RollupQuery, RollupReader, WindowSource
+from common.rollup_reader import (
+    MINUTE_MS,
+    ReadStats,
+    RedTotals,
+    RollupQuery,
+    RollupReader,
+    WindowSource,
+    plan_read,
+)
+
+ANSWER_TTL_S = 2.0
 
 
 class ServiceTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,28 +78,59 @@ def _counted(stats: ReadStats) -> None:
     count_search(stats.requests, stats.documents)
 
 
+def _ceil_minute(ms: int) -> int:
+    return -(-ms // MINUTE_MS) * MINUTE_MS
+
+
+def _minutes(window: TimeRange) -> tuple[int, int]:
+    """What a rollup read of ``window`` depends on: a minute window starting at ``m`` (a whole minute) is read
+    iff ``from <= m < to``, i.e. iff ``ceil(from) <= m < ceil(to)`` at minute resolution."""
+    return _ceil_minute(window.from_ms), _ceil_minute(window.to_ms)
+
+
 class RollupRed:
     """``RedSource`` over ``common.rollup_reader.RollupReader``; its failures pass through ``Search.call``
-    (unreachable, timed out or past the read deadline: 503)."""
+    (unreachable, timed out or past the read deadline: 503).
 
-    def __init__(self, reader: RollupReader, search: Search) -> None:
+    Answers read from rollups are kept ``ANSWER_TTL_S`` per question, keyed by what the read depends on
+    (``_minutes``): a dashboard pinned to an explicit range, or many asking the same one, costs one merge per
+    worker every few seconds instead of one per request. Series read from raw spans are not kept."""
+
+    def __init__(self, reader: RollupReader, search: Search, answers: ResponseCache | None = None) -> None:
         self._reader = reader
         self._search = search
+        self._answers = answers if answers is not None else ResponseCache(ttl_s=ANSWER_TTL_S)
 
     def services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
+        return self._answers.through(("services", environment, *_minutes(window)),
+                                     lambda: self._services(window, environment))
+
+    def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
+        return self._answers.through(("endpoints", service, environment, *_minutes(window)),
+                                     lambda: self._endpoints(service, window, environment))
+
+    def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
+        plan = plan_read(window.from_ms, window.to_ms, interval_ms)
+        key = None
+        if plan.source == "rollup":  # buckets start at multiples of the plan's interval: whole minutes
+            first = window.from_ms - window.from_ms % plan.interval_ms
+            key = ("series", service, environment, interval_ms, first, *_minutes(window))
+        return self._answers.through(key, lambda: self._series(service, window, environment, interval_ms))
+
+    def _services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
         query = RollupQuery(scope="service", environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
         _counted(grouped.stats)
         return [ServiceTotals(service_name=g.service_name, environment=g.environment or "",
                               totals=g.totals) for g in grouped.groups]
 
-    def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
+    def _endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
         query = RollupQuery(scope="endpoint", service=service, environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
         _counted(grouped.stats)
         return [EndpointTotals(endpoint=g.endpoint or "", totals=g.totals) for g in grouped.groups]
 
-    def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
+    def _series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
         query = RollupQuery(scope="service", service=service, environment=environment)
         try:
             series = self._search.call(self._reader.series, query, window.from_ms, window.to_ms, interval_ms)

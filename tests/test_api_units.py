@@ -232,3 +232,56 @@ def test_metrics_count_search_requests_and_documents_per_route() -> None:
     assert 'panopticon_api_search_requests_total{route="/query/traces/{trace_id}"} 2.0' in text
     assert 'panopticon_api_search_documents_total{route="/query/spans"} 0.0' in text
     assert client.calls == 3
+
+
+# ---------------------------------------------------------------- rollup answers kept per question
+
+class CountingReader:
+    """Stands in for the rollup reader: counts reads and answers with what it was asked."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[Any, ...]] = []
+
+    def grouped(self, query: Any, from_ms: int, to_ms: int) -> Any:
+        from common.rollup_reader import Grouped, ReadStats
+        self.reads.append(("grouped", query.scope, from_ms, to_ms))
+        return Grouped(from_ms=from_ms, to_ms=to_ms, groups=[], stats=ReadStats())
+
+    def series(self, query: Any, from_ms: int, to_ms: int, interval_ms: int) -> Any:
+        from common.rollup_reader import ReadStats, Series
+        self.reads.append(("series", from_ms, to_ms, interval_ms))
+        return Series(from_ms=from_ms, to_ms=to_ms, interval_ms=interval_ms, points=[], totals=None,
+                      stats=ReadStats())
+
+
+class DirectSearch:
+    def call(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+def test_rollup_answers_are_kept_per_minute_resolution_question() -> None:
+    from api.red import RollupRed
+
+    clock = [0.0]
+    reader = CountingReader()
+    red = RollupRed(reader, DirectSearch(), ResponseCache(ttl_s=2.0, clock=lambda: clock[0]))  # type: ignore[arg-type]
+    minute, day = 60_000, 86_400_000
+    base = NOW_MS - NOW_MS % minute
+    # two explicit 14-day ranges whose ends fall in the same minutes read the same minute windows: one read
+    red.services(TimeRange(base - 14 * day - 50_000, base - 50_000, False), None)
+    red.services(TimeRange(base - 14 * day - 20_000, base - 20_000, False), None)
+    assert len(reader.reads) == 1
+    red.services(TimeRange(base - 14 * day + 10_000, base + 10_000, False), None)  # the next minute
+    red.services(TimeRange(base - 14 * day - 20_000, base - 20_000, False), "production")  # another environment
+    red.endpoints("checkout", TimeRange(base - 14 * day - 20_000, base - 20_000, False), None)
+    assert len(reader.reads) == 4
+    clock[0] = 2.5  # kept a short while only
+    red.services(TimeRange(base - 14 * day - 20_000, base - 20_000, False), None)
+    assert len(reader.reads) == 5
+    # series from rollups are kept the same way; series from raw spans (short, sub-minute buckets) are not
+    red.series("checkout", TimeRange(base - 14 * day - 50_000, base - 50_000, False), None, 3_600_000)
+    red.series("checkout", TimeRange(base - 14 * day - 20_000, base - 20_000, False), None, 3_600_000)
+    assert len(reader.reads) == 6
+    red.series("checkout", TimeRange(base - 600_000, base - 20_000, False), None, 10_000)
+    red.series("checkout", TimeRange(base - 600_000, base - 20_000, False), None, 10_000)
+    assert len(reader.reads) == 8
