@@ -116,8 +116,8 @@ def _required(value: str | None, path: str) -> str:
 
 
 def _status_code(value: object) -> int | None:
-    if value is None:
-        return None
+    if value is None or type(value) is int and 0 <= value <= 999:  # the common case first
+        return value
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     elif isinstance(value, float) and value.is_integer():
@@ -128,6 +128,8 @@ def _status_code(value: object) -> int | None:
 
 
 def _duration(value: object) -> float:
+    if type(value) is float and 0.0 <= value < math.inf:  # the common case first
+        return value
     if value is None:
         raise Invalid("duration_ms", "required field is missing")
     if isinstance(value, str):
@@ -303,7 +305,8 @@ class Refiner:
     def _time(self, raw: object, default_ms: int) -> tuple[int, str, bool]:
         """(epoch ms, stored timestamp text, defaulted). Most producers already send the stored form,
         ``2026-11-28T00:51:01.175Z``: while its second repeats, it is read without parsing and kept as is."""
-        if type(raw) is str and len(raw) == 24 and raw[23] == "Z" and raw[19] == "." and raw[20:23].isdigit():
+        if (type(raw) is str and len(raw) == 24 and raw[23] == "Z" and raw[19] == "." and raw.isascii()
+                and raw[20:23].isdigit()):
             prefix = raw[:19]
             if prefix == self._canonical_prefix:
                 return self._canonical_second * 1000 + int(raw[20:23]), raw, False
@@ -343,9 +346,7 @@ class Refiner:
         message = ev.message
         if not (message and message.strip()):
             message = _required(message, "message")
-        code = ev.http_status_code
-        if code is not None and (type(code) is not int or not 0 <= code <= 999):
-            code = _status_code(code)
+        code = _status_code(ev.http_status_code)
         epoch_ms, timestamp, defaulted = self._time(ev.timestamp, default_ms)
         labels, dropped = refine_labels(ev.labels, extra)
         doc = LogDoc(
@@ -366,7 +367,6 @@ class Refiner:
         return Refined(doc, epoch_ms, dropped)
 
     def span_event(self, ev: SpanEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
-        # Each check's common case inline; the helpers normalize the rest or raise.
         service = _required(ev.service_name, "service_name")
         environment = self._environment(ev.environment)
         trace_id, span_id, name = ev.trace_id, ev.span_id, ev.name
@@ -374,14 +374,10 @@ class Refiner:
             trace_id = _required(trace_id, "trace_id")
             span_id = _required(span_id, "span_id")
             name = _required(name, "name")
-        kind = ev.kind if ev.kind in _KINDS else _kind(ev.kind)
-        status = ev.status if ev.status in _STATUSES else _status(ev.status)
-        duration = ev.duration_ms
-        if type(duration) is not float or not 0.0 <= duration < math.inf:
-            duration = _duration(duration)
-        code = ev.http_status_code
-        if code is not None and (type(code) is not int or not 0 <= code <= 999):
-            code = _status_code(code)
+        kind = _kind(ev.kind)
+        status = _status(ev.status)
+        duration = _duration(ev.duration_ms)
+        code = _status_code(ev.http_status_code)
         epoch_ms, timestamp, defaulted = self._time(ev.timestamp, default_ms)
         labels, dropped = refine_labels(ev.labels, extra)
         doc = SpanDoc(
@@ -406,6 +402,8 @@ class Refiner:
 
 
 def _kind(raw: str | None) -> str:
+    if raw in _KINDS:
+        return raw
     kind = raw.strip().upper() if raw else "INTERNAL"
     if kind.startswith("SPAN_KIND_"):
         kind = kind[10:]
@@ -417,6 +415,8 @@ def _kind(raw: str | None) -> str:
 
 
 def _status(raw: str | None) -> str:
+    if raw in _STATUSES:
+        return raw
     status = raw.strip().upper() if raw else "OK"
     if status in ("UNSET", ""):
         status = "OK"

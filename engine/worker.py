@@ -158,8 +158,8 @@ class Worker:
         """Decode records into the open batch, in order; returns how many were taken. Fewer than all: no room
         and no free block (backpressure). The clock is read and the counters are added once per call."""
         now = now_ms()
-        decode, assigned, span_topic = self.decoder.decode, self.assigned, self.settings.kafka_apm_span_topic
-        tally = [0, 0, 0, 0, 0]  # consumed logs, consumed spans, events of logs, events of spans, dropped keys
+        decode, kind_of, assigned = self.decoder.decode, self.decoder.kind_of, self.assigned
+        tally = [0, 0, 0, 0, 0]  # by kind (LOG 0, SPAN 1): records, then 2 + kind: events; 4: dropped keys
         taken = 0
         for message in messages:
             error = message.error()
@@ -178,7 +178,7 @@ class Worker:
             batch = self._room_for(decoded)
             if batch is None:
                 break
-            kind = SPAN if topic == span_topic else LOG
+            kind = kind_of(topic)
             tally[kind] += 1
             tally[2 + kind] += len(decoded.entries) + len(decoded.rejects)
             tally[4] += decoded.dropped_keys
@@ -212,21 +212,15 @@ class Worker:
 
     def _write(self, batch: Batch, message: Message, kind: int, decoded: Decoded) -> list[Entry]:
         """Append the record's documents and dead-letter its rejects; returns the entries written."""
-        if decoded.size <= batch.room():  # the common case: all of them fit
-            for entry in decoded.entries:
-                batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
-                batch.indices.add(entry.index_key)
-            written = decoded.entries
-        else:
-            written = []
-            for entry in decoded.entries:
-                if batch.room() < len(entry.action) + len(entry.doc) + 1:
-                    self.publisher.reject(batch, message, kind, "too_large",
-                                          "the normalized document does not fit a bulk block", entry.array_index)
-                    continue
-                batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
-                batch.indices.add(entry.index_key)
-                written.append(entry)
+        written = []
+        for entry in decoded.entries:
+            if batch.room() < len(entry.action) + len(entry.doc) + 1:
+                self.publisher.reject(batch, message, kind, "too_large",
+                                      "the normalized document does not fit a bulk block", entry.array_index)
+                continue
+            batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
+            batch.indices.add(entry.index_key)
+            written.append(entry)
         for reject in decoded.rejects:
             self.publisher.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index,
                                   reject.element)

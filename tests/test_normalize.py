@@ -67,6 +67,16 @@ def test_unusable_timestamps_default_to_the_ingest_time(raw: object) -> None:
     assert isinstance(refined.doc, LogDoc) and refined.doc.timestamp_defaulted is True
 
 
+@given(st.text(max_size=30) | st.builds("2026-11-27T10:00:0{}.{}Z".format, st.sampled_from("019"),
+                                        st.text(alphabet="0159 +-.\u0661\u0663\uff15", min_size=3, max_size=3)))
+def test_a_refiner_that_remembers_canonical_seconds_answers_as_a_fresh_one(raw: str) -> None:
+    """The shortcut for timestamps already in the stored form (the last second remembered) changes nothing."""
+    warm = Refiner()
+    warm.log(log(timestamp="2026-11-27T10:00:01.000Z"), DEFAULT, NOW)
+    first, second = warm.log(log(timestamp=raw), DEFAULT, NOW), Refiner().log(log(timestamp=raw), DEFAULT, NOW)
+    assert (first.epoch_ms, first.doc.timestamp) == (second.epoch_ms, second.doc.timestamp)
+
+
 def test_missing_timestamp_defaults() -> None:
     refined = Refiner().log(log(), DEFAULT, NOW)
     assert refined.doc.timestamp == format_timestamp(DEFAULT) and refined.doc.timestamp_defaulted
