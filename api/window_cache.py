@@ -3,10 +3,11 @@
 A ``WindowSource`` for ``common.rollup_reader.RollupReader``, one per worker process, shared by its threads:
 
 - **Closed hours** (those the compactor marked done): their 1-hour cells are read once per question shape
-  (``RollupQuery``) and kept. Whether an hour changed is told by its marker (the compactor rewrites an hour's
-  documents, then its marker, when late data arrives): the markers of the hours asked about are re-read at
-  most every ``hour_ttl_s``, in one small search, and only hours whose marker changed are read again. The
-  cells of a UTC day whose 24 hours are all marked are also kept merged, so a 14-day total sums ~14 blocks.
+  (``RollupQuery``; one service's totals share the shape of all services: ``_shared``) and kept. Whether an
+  hour changed is told by its marker (the compactor rewrites an hour's documents, then its marker, when late
+  data arrives): the markers of the hours asked about are re-read at most every ``hour_ttl_s``, in one small
+  search, and only hours whose marker changed are read again. The cells of a UTC day whose 24 hours are all
+  marked are also kept merged, so a 14-day total sums ~14 blocks.
 - **Minutes** (the open hour, hours not marked yet, the partial hours at both ends of a range): the 1-minute
   cells of each hour touched are read whole and kept for ``minute_ttl_s`` when the hour ended less than
   ``recent_ms`` ago, else for ``hour_ttl_s``.
@@ -27,9 +28,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from common.indices import IndexNames
 from common.normalize import parse_timestamp
-from common.rollup import SCOPE_HOUR_MARKER, TIER_1H, TIER_1M, RollupCell
+from common.rollup import SCOPE_HOUR_MARKER, SCOPE_SERVICE, TIER_1H, TIER_1M, RollupCell
 from common.rollup_reader import (
     DAY_MS,
     HOUR_MS,
@@ -74,6 +77,24 @@ def _runs(hours: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _shared(query: RollupQuery) -> tuple[RollupQuery, Callable[[Cells], Cells]]:
+    """The shape a question is kept under, and how to take its cells out of it. One service's totals
+    (``.../metrics``) share the shape of all services (``/query/services``): one read of a window serves every
+    service, where a shape per service would read (and, on the embedded server, scan) once per service."""
+    if query.scope != SCOPE_SERVICE or query.service is None:
+        return query, _all
+    service = query.service
+
+    def only(cells: Cells) -> Cells:
+        return {key: cell for key, cell in cells.items() if key[0] == service}
+
+    return msgspec.structs.replace(query, service=None), only
+
+
+def _all(cells: Cells) -> Cells:
+    return cells
+
+
 class _Shape:
     """What is kept for one question shape; ``lock`` makes one thread at a time read for it."""
 
@@ -109,6 +130,7 @@ class CachedWindows:
     def hours(self, session: SearchSession, query: RollupQuery, first: int, end: int,
               whole_days: bool) -> tuple[list[Block], list[int]]:
         markers = self._marked(session, first, end)
+        query, only = _shared(query)
         shape = self._shape(query)
         self._fill_hours(session, query, shape, markers)
         blocks: list[Block] = []
@@ -118,16 +140,17 @@ class CachedWindows:
                 if whole_days and hour % DAY_MS == 0 and hour + DAY_MS <= end:
                     day = self._day(shape, hour, markers)
                     if day is not None:
-                        blocks.append((hour, day))
+                        blocks.append((hour, only(day)))
                         hour += DAY_MS
                         continue
                 kept = shape.hours.get(hour)
                 if hour in markers and kept is not None:
-                    blocks.append((hour, kept[1]))
+                    blocks.append((hour, only(kept[1])))
                 hour += HOUR_MS
         return blocks, sorted(markers)
 
     def minutes(self, session: SearchSession, query: RollupQuery, pieces: list[tuple[int, int]]) -> Iterable[Block]:
+        query, only = _shared(query)
         shape = self._shape(query)
         touched = sorted({hour for start, end in pieces
                           for hour in range(start - start % HOUR_MS, end, HOUR_MS)})
@@ -138,7 +161,7 @@ class CachedWindows:
                 kept = shape.minutes.get(hour)
                 for minute, cells in (kept[1].items() if kept else ()):
                     if any(start <= minute < end for start, end in pieces):
-                        blocks.append((minute, cells))
+                        blocks.append((minute, only(cells)))
         return blocks
 
     # ------------------------------------------------------------------ markers
