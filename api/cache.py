@@ -2,6 +2,7 @@
 ``api.red``, rollup answers keyed by the minutes they read.
 
 Entries live ``ttl_s`` seconds and the cache holds at most ``max_entries`` (least recently used goes first).
+A missing key is computed by one thread while the others asking for it wait (``through``).
 Thread-safe: gunicorn threads of one worker share it. The clock is injected so tests need no sleeps.
 """
 
@@ -11,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -24,6 +25,7 @@ class ResponseCache:
         self._clock = clock
         self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._flights: dict[Hashable, threading.Lock] = {}  # keys being computed
         self.hits = 0
         self.misses = 0
 
@@ -49,14 +51,25 @@ class ResponseCache:
                 self._entries.popitem(last=False)
 
     def through(self, key: Hashable | None, compute: Callable[[], T]) -> T:
-        """The cached answer for ``key``, computing and keeping it on a miss; ``None`` key: no caching."""
+        """The cached answer for ``key``, computing and keeping it on a miss; ``None`` key: no caching.
+
+        One thread computes a missing key while the others asking for it wait for its answer, so a wall of
+        dashboards asking the same question at once costs one computation, not one each."""
         if key is None or self._ttl_s <= 0:
             return compute()
         value = self.get(key)
-        if value is None:
-            value = compute()
-            self.put(key, value)
-        return value
+        if value is not None:
+            return cast(T, value)
+        with self._lock:
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:
+            value = self.get(key)  # computed by the thread this one waited for
+            if value is None:
+                value = compute()
+                self.put(key, value)
+        with self._lock:
+            self._flights.pop(key, None)
+        return cast(T, value)
 
     def __len__(self) -> int:
         return len(self._entries)

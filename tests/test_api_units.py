@@ -97,6 +97,36 @@ def test_cache_expires_and_is_bounded() -> None:
     assert cache.through(None, lambda: "fresh") == "fresh"
 
 
+def test_cache_computes_a_missing_key_once_for_threads_asking_at_once() -> None:
+    import threading
+
+    cache = ResponseCache(ttl_s=5)
+    release, computing = threading.Event(), threading.Event()
+    answers: list[str] = []
+    second_computed: list[bool] = []
+
+    def slow() -> str:
+        computing.set()
+        release.wait(10)
+        return "first"
+
+    def second() -> str:
+        second_computed.append(True)
+        return "second"
+
+    first_thread = threading.Thread(target=lambda: answers.append(cache.through("k", slow)))
+    first_thread.start()
+    assert computing.wait(10)
+    waiter = threading.Thread(target=lambda: answers.append(cache.through("k", second)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # waiting for the first thread's answer, not computing its own
+    release.set()
+    first_thread.join(10)
+    waiter.join(10)
+    assert answers == ["first", "first"] and not second_computed
+
+
 # ---------------------------------------------------------------- error mapping with fake search clients
 
 class FakeClient:
