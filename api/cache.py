@@ -62,13 +62,15 @@ class ResponseCache:
             return cast(T, value)
         with self._lock:
             flight = self._flights.setdefault(key, threading.Lock())
-        with flight:
-            value = self.get(key)  # computed by the thread this one waited for
-            if value is None:
-                value = compute()
-                self.put(key, value)
-        with self._lock:
-            self._flights.pop(key, None)
+        try:
+            with flight:
+                value = self.get(key)  # computed by the thread this one waited for
+                if value is None:
+                    value = compute()
+                    self.put(key, value)
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
         return cast(T, value)
 
     def __len__(self) -> int:
