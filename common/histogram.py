@@ -194,14 +194,17 @@ def percentiles(hist: Histogram, ps: Sequence[float], min_value: float | None = 
                 max_value: float | None = None) -> list[float]:
     """Several percentiles in one pass over the sorted buckets (``ps`` in any order)."""
     total = hist.total
-    if not total:
+    if not total or not ps:
         return [0.0 for _ in ps]
     ranks = sorted((nearest_rank(p, total), k) for k, p in enumerate(ps))
     answers = [0.0] * len(ps)
-    seen, pending = 0, 0
-    for index in sorted(hist.counts):
-        seen += hist.counts[index]
-        while pending < len(ranks) and ranks[pending][0] <= seen:
+    counts, wanted = hist.counts, len(ranks)
+    seen, pending, next_rank = 0, 0, ranks[0][0]
+    for index in sorted(counts):
+        seen += counts[index]
+        if seen < next_rank:
+            continue  # most buckets: no percentile falls in them
+        while pending < wanted and ranks[pending][0] <= seen:
             rank, k = ranks[pending]
             answers[k] = _clamp(bucket_estimate(index), min_value, max_value)
             if rank == 1 and min_value is not None:
@@ -209,8 +212,9 @@ def percentiles(hist: Histogram, ps: Sequence[float], min_value: float | None = 
             elif rank == total and max_value is not None:
                 answers[k] = max_value
             pending += 1
-        if pending == len(ranks):
+        if pending == wanted:
             break
+        next_rank = ranks[pending][0]
     return answers
 
 
