@@ -59,7 +59,7 @@ class RecordDecoder:
             record = self._decoder.decode(value)
         except msgspec.ValidationError as exc:
             return Malformed(f"not an error document: {exc}")
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # the latter: a string of invalid UTF-8
             return Malformed(f"not JSON: {exc}")
         event = record.to_event()
         return Delivery(

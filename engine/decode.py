@@ -18,6 +18,7 @@ from common.schema import ERROR_LEVELS, LogDoc, SpanDoc
 from engine.batch import LOG, SPAN
 
 _DAY_MS = 86_400_000
+NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec raises the latter for a string of invalid UTF-8
 
 
 @dataclass(slots=True)
@@ -114,7 +115,7 @@ class RecordDecoder:
             typed = self._typed[kind](value)
         except msgspec.ValidationError:
             typed = None  # unknown keys or unexpected types: the general path says what is wrong, element by element
-        except msgspec.DecodeError as exc:
+        except NOT_JSON as exc:
             return Decoded([], [Reject("not_json", str(exc))])
         if typed is None:
             return self._general(kind, topic, partition, offset, value, default_ms, now_ms)
@@ -130,7 +131,7 @@ class RecordDecoder:
         out = Decoded([], [])
         try:
             parsed = self._decode(value)
-        except msgspec.DecodeError as exc:
+        except NOT_JSON as exc:
             out.rejects.append(Reject("not_json", str(exc)))
             return out
         if isinstance(parsed, dict):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from common.indices import IndexNames
@@ -26,6 +26,8 @@ def lines(name: str) -> list[bytes]:
 
 
 @given(st.binary(max_size=512), st.sampled_from(["apm.logs", "apm.spans"]))
+@example(b'"\x80"', "apm.logs")  # a JSON string of invalid UTF-8: msgspec raises UnicodeDecodeError
+@example(b'{"service_name": "\x80"}', "apm.spans")
 @settings(max_examples=400)
 def test_arbitrary_bytes_never_escape(value: bytes, topic: str) -> None:
     out = decoder().decode(topic, 0, 7, value, NOW, NOW)
