@@ -305,21 +305,16 @@ class Refiner:
     def _time(self, raw: object, default_ms: int) -> tuple[int, str, bool]:
         """(epoch ms, stored timestamp text, defaulted). Most producers already send the stored form,
         ``2026-11-28T00:51:01.175Z``: while its second repeats, it is read without parsing and kept as is."""
-        if (type(raw) is str and len(raw) == 24 and raw[23] == "Z" and raw[19] == "." and raw.isascii()
-                and raw[20:23].isdigit()):
-            prefix = raw[:19]
-            if prefix == self._canonical_prefix:
-                return self._canonical_second * 1000 + int(raw[20:23]), raw, False
-            epoch_ms = parse_timestamp(raw)
-            if epoch_ms is not None:
-                text = self._event_clock.format(epoch_ms)
-                if text == raw:  # canonical: its second is worth remembering
-                    self._canonical_prefix, self._canonical_second = prefix, epoch_ms // 1000
-                return epoch_ms, text, False
+        if (type(raw) is str and len(raw) == 24 and raw[:19] == self._canonical_prefix and raw[19] == "."
+                and raw[23] == "Z" and raw.isascii() and raw[20:23].isdigit()):
+            return self._canonical_second * 1000 + int(raw[20:23]), raw, False
         epoch_ms = parse_timestamp(raw) if raw is not None else None
         if epoch_ms is None:
             return default_ms, self._event_clock.format(default_ms), True
-        return epoch_ms, self._event_clock.format(epoch_ms), False
+        text = self._event_clock.format(epoch_ms)
+        if text == raw:  # sent in the stored form: its second is worth remembering
+            self._canonical_prefix, self._canonical_second = text[:19], epoch_ms // 1000
+        return epoch_ms, text, False
 
     def _ingested_at(self, now_ms: int) -> str:
         if now_ms != self._now_ms:
@@ -337,15 +332,8 @@ class Refiner:
     def log_event(self, ev: LogEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
         service = _required(ev.service_name, "service_name")
         environment = self._environment(ev.environment)
-        level: str | None = ev.level
-        if level not in _LEVELS:
-            raw_level = _required(level, "level")
-            level = normalize_level(raw_level)
-            if level is None:
-                raise Invalid("level", f"unknown level {raw_level!r:.40}")
-        message = ev.message
-        if not (message and message.strip()):
-            message = _required(message, "message")
+        level = _level(ev.level)
+        message = _required(ev.message, "message")
         code = _status_code(ev.http_status_code)
         epoch_ms, timestamp, defaulted = self._time(ev.timestamp, default_ms)
         labels, dropped = refine_labels(ev.labels, extra)
@@ -369,11 +357,9 @@ class Refiner:
     def span_event(self, ev: SpanEvent, extra: dict[str, Any] | None, default_ms: int, now_ms: int) -> Refined:
         service = _required(ev.service_name, "service_name")
         environment = self._environment(ev.environment)
-        trace_id, span_id, name = ev.trace_id, ev.span_id, ev.name
-        if not (trace_id and trace_id.strip() and span_id and span_id.strip() and name and name.strip()):
-            trace_id = _required(trace_id, "trace_id")
-            span_id = _required(span_id, "span_id")
-            name = _required(name, "name")
+        trace_id = _required(ev.trace_id, "trace_id")
+        span_id = _required(ev.span_id, "span_id")
+        name = _required(ev.name, "name")
         kind = _kind(ev.kind)
         status = _status(ev.status)
         duration = _duration(ev.duration_ms)
@@ -401,6 +387,15 @@ class Refiner:
         return Refined(doc, epoch_ms, dropped)
 
 
+def _level(raw: str | None) -> str:
+    if raw in _LEVELS:
+        return raw
+    level = normalize_level(_required(raw, "level"))
+    if level is None:
+        raise Invalid("level", f"unknown level {raw!r:.40}")
+    return level
+
+
 def _kind(raw: str | None) -> str:
     if raw in _KINDS:
         return raw
@@ -420,6 +415,6 @@ def _status(raw: str | None) -> str:
     status = raw.strip().upper() if raw else "OK"
     if status in ("UNSET", ""):
         status = "OK"
-    if status not in ("OK", "ERROR"):
+    if status not in _STATUSES:
         raise Invalid("status", f"unknown status {raw!r:.40}")
     return status
