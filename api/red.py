@@ -25,6 +25,7 @@ from common.rollup_reader import (
     RollupQuery,
     RollupReader,
     WindowSource,
+    ceil_to,
     plan_read,
 )
 
@@ -78,14 +79,10 @@ def _counted(stats: ReadStats) -> None:
     count_search(stats.requests, stats.documents)
 
 
-def _ceil_minute(ms: int) -> int:
-    return -(-ms // MINUTE_MS) * MINUTE_MS
-
-
 def _minutes(window: TimeRange) -> tuple[int, int]:
     """What a rollup read of ``window`` depends on: a minute window starting at ``m`` (a whole minute) is read
     iff ``from <= m < to``, i.e. iff ``ceil(from) <= m < ceil(to)`` at minute resolution."""
-    return _ceil_minute(window.from_ms), _ceil_minute(window.to_ms)
+    return ceil_to(window.from_ms, MINUTE_MS), ceil_to(window.to_ms, MINUTE_MS)
 
 
 class RollupRed:

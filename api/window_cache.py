@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -42,8 +42,8 @@ from common.rollup_reader import (
     RollupQuery,
     SearchSession,
     StoredWindows,
+    add_cell,
     cell_key,
-    copy_cell,
     pieces_query,
     time_range,
 )
@@ -55,15 +55,6 @@ KEEP_MS = 32 * DAY_MS
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _merge_into(total: Cells, cells: Mapping[CellKey, RollupCell]) -> None:
-    for key, cell in cells.items():
-        mine = total.get(key)
-        if mine is None:
-            total[key] = copy_cell(cell)
-        else:
-            mine.merge(cell)
 
 
 def _runs(hours: list[int]) -> list[tuple[int, int]]:
@@ -215,7 +206,7 @@ class CachedWindows:
             for start, doc in session.scan(self._stored.indices(TIER_1H, runs), pieces_query(query, runs),
                                            self._page_size):
                 if start in read:
-                    _merge_into(read[start], {cell_key(doc): RollupCell.from_doc(doc)})
+                    add_cell(read[start], cell_key(doc), RollupCell.from_doc(doc))
             with self._lock:
                 for hour, cells in read.items():
                     shape.hours[hour] = (markers[hour], cells)
@@ -231,7 +222,8 @@ class CachedWindows:
         if kept is None or kept[0] != version:
             merged: Cells = {}
             for hour in hours:
-                _merge_into(merged, shape.hours[hour][1])
+                for key, cell in shape.hours[hour][1].items():
+                    add_cell(merged, key, cell)
             kept = shape.days[day] = (version, merged)
             self._forget(shape.days)
         return kept[1]
@@ -253,8 +245,8 @@ class CachedWindows:
                                            self._page_size):
                 hour = start - start % HOUR_MS
                 if hour in read:
-                    _merge_into(read[hour].setdefault(start - start % MINUTE_MS, {}),
-                                {cell_key(doc): RollupCell.from_doc(doc)})
+                    add_cell(read[hour].setdefault(start - start % MINUTE_MS, {}), cell_key(doc),
+                             RollupCell.from_doc(doc))
             with self._lock:
                 for hour, minutes in read.items():
                     shape.minutes[hour] = (now, dict(sorted(minutes.items())))

@@ -110,6 +110,14 @@ class RollupCell:
         index = bucket_index(duration_ms)
         counts[index] = counts.get(index, 0) + 1
 
+    def copy(self) -> RollupCell:
+        """A copy to merge into (``dict`` copies the histogram at C speed)."""
+        out = RollupCell()
+        out.request_count, out.error_count, out.duration_sum = self.request_count, self.error_count, self.duration_sum
+        out.duration_min, out.duration_max = self.duration_min, self.duration_max
+        out.histogram.counts = dict(self.histogram.counts)
+        return out
+
     def merge(self, other: RollupCell) -> None:
         """Add the other cell's numbers into this one."""
         self.request_count += other.request_count

@@ -127,7 +127,8 @@ class ReadPlan(msgspec.Struct, frozen=True, kw_only=True):
     hourly: bool
 
 
-def _ceil_to(value: int, step: int) -> int:
+def ceil_to(value: int, step: int) -> int:
+    """``value`` rounded up to a multiple of ``step``."""
     return -(-value // step) * step
 
 
@@ -137,15 +138,15 @@ def plan_read(from_ms: int, to_ms: int, interval_ms: int, *, raw_max_range_ms: i
     span = to_ms - from_ms
     if interval_ms % MINUTE_MS and span <= raw_max_range_ms and span <= raw_max_buckets * interval_ms:
         return ReadPlan(source="raw", interval_ms=interval_ms, hourly=False)
-    interval = _ceil_to(max(interval_ms, MINUTE_MS), MINUTE_MS)
+    interval = ceil_to(max(interval_ms, MINUTE_MS), MINUTE_MS)
     if span > long_range_ms or interval % HOUR_MS == 0:
-        return ReadPlan(source="rollup", interval_ms=_ceil_to(interval, HOUR_MS), hourly=True)
+        return ReadPlan(source="rollup", interval_ms=ceil_to(interval, HOUR_MS), hourly=True)
     return ReadPlan(source="rollup", interval_ms=interval, hourly=False)
 
 
 def full_hours(from_ms: int, to_ms: int) -> tuple[int, int]:
     """``[first, end)``: the whole hours inside ``[from_ms, to_ms)`` (empty when first >= end)."""
-    return _ceil_to(from_ms, HOUR_MS), to_ms - to_ms % HOUR_MS
+    return ceil_to(from_ms, HOUR_MS), to_ms - to_ms % HOUR_MS
 
 
 def complement(from_ms: int, to_ms: int, hours: list[int]) -> list[tuple[int, int]]:
@@ -389,32 +390,27 @@ def _span_filters(query: RollupQuery, from_ms: int, to_ms: int) -> list[dict[str
     return filters
 
 
+def add_cell(cells: dict[Any, RollupCell], key: Hashable, cell: RollupCell) -> None:
+    """Sum ``cell`` into ``cells[key]``; a new total is a copy, so ``cell`` stays untouched."""
+    total = cells.get(key)
+    if total is None:
+        cells[key] = cell.copy()
+    else:
+        total.merge(cell)
+
+
 def _place(cells: dict[Hashable, RollupCell], place: Placer, blocks: Iterable[Block]) -> None:
-    """Sum every block's cells into ``cells`` (new cells are copies: the blocks' cells stay untouched)."""
+    """Sum every block's cells into ``cells``, each under ``place(window start, key)``."""
     for start, block in blocks:
         for key, cell in block.items():
-            placed = place(start, key)
-            total = cells.get(placed)
-            if total is None:
-                cells[placed] = copy_cell(cell)
-            else:
-                total.merge(cell)
-
-
-def copy_cell(cell: RollupCell) -> RollupCell:
-    """A copy to merge into (``dict`` copies the histogram at C speed)."""
-    out = RollupCell()
-    out.request_count, out.error_count, out.duration_sum = cell.request_count, cell.error_count, cell.duration_sum
-    out.duration_min, out.duration_max = cell.duration_min, cell.duration_max
-    out.histogram.counts = dict(cell.histogram.counts)
-    return out
+            add_cell(cells, place(start, key), cell)
 
 
 def _merged(cells: Iterable[RollupCell]) -> RollupCell:
     total: RollupCell | None = None
     for cell in cells:
         if total is None:
-            total = copy_cell(cell)
+            total = cell.copy()
         else:
             total.merge(cell)
     return total or RollupCell()
