@@ -11,11 +11,12 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
-from common.schema import KINDS, LabelValue, LogDoc, SpanDoc
+from common.schema import KINDS, LEVELS, STATUSES, LabelValue, LogDoc, SpanDoc
 
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
@@ -252,6 +253,63 @@ LOG_FIELDS = frozenset(LogEvent.__struct_fields__)
 SPAN_FIELDS = frozenset(SpanEvent.__struct_fields__)
 
 
+# ---------------------------------------------------------------- the stored shape
+
+# Most events arrive already clean. These decode targets accept only such events, so msgspec checks most of
+# the rules in C while decoding; the refiner then completes them in place and they are encoded as the stored
+# document. Any event outside this shape (an unknown key, a lax value) fails to decode and takes the general
+# path, which yields the same document or says what is wrong.
+_Text = Annotated[str, Meta(min_length=1)]
+_Labels = Annotated[dict[str, Annotated[str, Meta(max_length=MAX_LABEL_VALUE)] | int | float | bool],
+                    Meta(max_length=MAX_LABELS)]
+_Code = Annotated[int, Meta(ge=0, le=999)]
+
+
+class StoredLog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A clean log event, completed in place into its stored document by ``Refiner.complete_log``.
+
+    ``timestamp`` comes first, so the encoded document starts ``{"timestamp":`` and the decoder writes it
+    as ``{"@timestamp":``. The engine's own fields are ``UnsetType``: an event that carries one is not clean.
+    """
+
+    timestamp: Any = None
+    ingested_at: UnsetType = UNSET
+    timestamp_defaulted: UnsetType = UNSET
+    type: Any = None
+    service_name: _Text
+    environment: _Text
+    level: Literal[LEVELS]  # type: ignore[valid-type]
+    message: _Text
+    trace_id: _Text | None = None
+    span_id: _Text | None = None
+    http_method: _Text | None = None
+    http_path: _Text | None = None
+    http_status_code: _Code | None = None
+    labels: _Labels = msgspec.field(default_factory=dict)
+
+
+class StoredSpan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A clean span event, completed in place into its stored document by ``Refiner.complete_span``."""
+
+    timestamp: Any = None
+    ingested_at: UnsetType = UNSET
+    timestamp_defaulted: UnsetType = UNSET
+    type: Any = None
+    service_name: _Text
+    environment: _Text
+    trace_id: _Text
+    span_id: _Text
+    parent_span_id: str | None = None
+    name: _Text
+    kind: Literal[KINDS] | UnsetType = UNSET  # type: ignore[valid-type]
+    duration_ms: Annotated[float, Meta(ge=0)]
+    status: Literal[STATUSES] | UnsetType = UNSET  # type: ignore[valid-type]
+    http_method: _Text | None = None
+    http_path: _Text | None = None
+    http_status_code: _Code | None = None
+    labels: _Labels = msgspec.field(default_factory=dict)
+
+
 def invalid_from(error: msgspec.ValidationError) -> Invalid:
     """``Expected `str | null`, got `int` - at `$.service_name``` -> Invalid("service_name", ...)."""
     message, _, where = str(error).partition(" - at `$")
@@ -308,6 +366,8 @@ class Refiner:
         if (type(raw) is str and len(raw) == 24 and raw[:19] == self._canonical_prefix and raw[19] == "."
                 and raw[23] == "Z" and raw.isascii() and raw[20:23].isdigit()):
             return self._canonical_second * 1000 + int(raw[20:23]), raw, False
+        if type(raw) is int and 0 <= raw <= _MAX_EPOCH_MS:  # epoch milliseconds, the other common form
+            return raw, self._event_clock.format(raw), False
         epoch_ms = parse_timestamp(raw) if raw is not None else None
         if epoch_ms is None:
             return default_ms, self._event_clock.format(default_ms), True
@@ -320,6 +380,42 @@ class Refiner:
         if now_ms != self._now_ms:
             self._now_ms, self._now_text = now_ms, self._ingest_clock.format(now_ms)
         return self._now_text
+
+    def _complete(self, ev: StoredLog | StoredSpan, kind: str, default_ms: int, now_ms: int) -> int | None:
+        """What logs and spans share: service, environment, times, labels. None: take the general path."""
+        service = ev.service_name
+        env = self._envs.get(ev.environment)
+        if env is None or service.strip() is not service:  # an unseen environment, or a name to trim
+            return None
+        labels = ev.labels
+        if labels and not _clean_label_keys.issuperset(labels):
+            ev.labels = refine_labels(labels)[0]  # keys cleaned; the values were clean already
+        ev.environment = env
+        epoch_ms, ev.timestamp, defaulted = self._time(ev.timestamp, default_ms)
+        if defaulted:
+            ev.timestamp_defaulted = True  # type: ignore[assignment]
+        ev.ingested_at = self._ingested_at(now_ms)  # type: ignore[assignment]
+        ev.type = kind
+        return epoch_ms
+
+    def complete_log(self, ev: StoredLog, default_ms: int, now_ms: int) -> int | None:
+        """Completes a clean log event into its stored document; returns its epoch ms, or None when the event
+        needs the general path (it then yields the same document, or the reason it is invalid)."""
+        if ev.message.isspace():
+            return None
+        return self._complete(ev, "log", default_ms, now_ms)
+
+    def complete_span(self, ev: StoredSpan, default_ms: int, now_ms: int) -> int | None:
+        """As ``complete_log``, for a clean span event."""
+        if ev.trace_id.isspace() or ev.span_id.isspace() or ev.name.isspace():
+            return None
+        if ev.kind is UNSET:
+            ev.kind = "INTERNAL"
+        if ev.status is UNSET:
+            ev.status = "OK"
+        if ev.parent_span_id == "":
+            ev.parent_span_id = None
+        return self._complete(ev, "span", default_ms, now_ms)
 
     def log(self, event: Mapping[str, Any], default_ms: int, now_ms: int) -> Refined:
         typed, extra = split(event, LogEvent)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
 from common.indices import LOGS, TRACES, IndexNames
-from common.normalize import Invalid, LogEvent, Refined, Refiner, SpanEvent, split
+from common.normalize import Invalid, LogEvent, Refiner, SpanEvent, StoredLog, StoredSpan, split
 from common.schema import ERROR_LEVELS, LogDoc, SpanDoc
 from engine.batch import LOG, SPAN
 
@@ -29,7 +29,8 @@ class Entry:
     array_index: int | None
     error_log: bool
     index_key: tuple[str, str]  # (LOGS or TRACES, the daily index's name), one shared tuple per index
-    refined: Refined
+    event: LogDoc | SpanDoc | StoredLog | StoredSpan  # the stored document, as a struct
+    epoch_ms: int
 
     @property
     def index_kind(self) -> str:
@@ -75,10 +76,10 @@ class RecordDecoder:
 
     def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int) -> None:
         self._decode = msgspec.json.Decoder().decode
-        # The common case, decoded straight into typed events; anything else takes the general path.
-        self._typed = {
-            LOG: msgspec.json.Decoder(LogEvent | list[LogEvent]).decode,
-            SPAN: msgspec.json.Decoder(SpanEvent | list[SpanEvent]).decode,
+        # The common case, decoded straight into the stored shape; anything else takes the general path.
+        self._stored = {
+            LOG: msgspec.json.Decoder(StoredLog | list[StoredLog]).decode,
+            SPAN: msgspec.json.Decoder(StoredSpan | list[StoredSpan]).decode,
         }
         self._encoder = msgspec.json.Encoder()
         self._refiner = Refiner()
@@ -110,20 +111,44 @@ class RecordDecoder:
             return Decoded([], [Reject("too_large", f"{len(value)} bytes > ENGINE_MAX_MESSAGE_BYTES "
                                                     f"({self._max_bytes})")])
         kind = self.kind_of(topic)
-        out = Decoded([], [])
         try:
-            typed = self._typed[kind](value)
+            stored = self._stored[kind](value)
         except msgspec.ValidationError:
-            typed = None  # unknown keys or unexpected types: the general path says what is wrong, element by element
+            stored = None  # not the common shape: the general path says what is wrong, element by element
         except NOT_JSON as exc:
             return Decoded([], [Reject("not_json", str(exc))])
-        if typed is None:
-            return self._general(kind, topic, partition, offset, value, default_ms, now_ms)
-        if isinstance(typed, list):
-            for i, event in enumerate(typed):
-                self._one(out, kind, topic, partition, offset, event, None, i, default_ms, now_ms)
-        else:
-            self._one(out, kind, topic, partition, offset, typed, None, None, default_ms, now_ms)
+        if stored is not None:
+            out = self._complete(kind, topic, partition, offset, stored, default_ms, now_ms)
+            if out is not None:
+                return out
+        return self._general(kind, topic, partition, offset, value, default_ms, now_ms)
+
+    def _complete(self, kind: int, topic: str, partition: int, offset: int,
+                  stored: StoredLog | StoredSpan | list[StoredLog] | list[StoredSpan],
+                  default_ms: int, now_ms: int) -> Decoded | None:
+        """The common case: each event is completed in place and encoded as its document. None as soon as an
+        event needs the general path (the record is then decoded again, whole)."""
+        out = Decoded([], [])
+        events = stored if isinstance(stored, list) else (stored,)
+        array = isinstance(stored, list)
+        encode = self._encoder.encode
+        for i, event in enumerate(events):
+            if isinstance(event, StoredSpan):
+                epoch_ms = self._refiner.complete_span(event, default_ms, now_ms)
+                if epoch_ms is None:
+                    return None
+                doc_id = span_doc_id(event.trace_id, event.span_id)
+                error_log = False
+            else:
+                epoch_ms = self._refiner.complete_log(event, default_ms, now_ms)
+                if epoch_ms is None:
+                    return None
+                doc_id = log_doc_id(topic, partition, offset, i if array else None)
+                error_log = event.level in ERROR_LEVELS
+            index_key, action_start = self._index(kind, epoch_ms)
+            doc = encode(event)  # b'{"timestamp":...': timestamp is the structs' first field, stored as @timestamp
+            out.add(Entry(action_start + doc_id.encode() + b'"}}\n', b'{"@' + doc[2:], kind, i if array else None,
+                          error_log, index_key, event, epoch_ms))
         return out
 
     def _general(self, kind: int, topic: str, partition: int, offset: int, value: bytes,
@@ -151,34 +176,24 @@ class RecordDecoder:
     def _untyped(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
                  array_index: int | None, default_ms: int, now_ms: int) -> None:
         try:
-            typed, extra = split(event, SpanEvent if kind == SPAN else LogEvent)
-        except Invalid as exc:
-            self._reject(out, exc, array_index, event)
-            return
-        self._one(out, kind, topic, partition, offset, typed, extra, array_index, default_ms, now_ms, event)
-
-    def _reject(self, out: Decoded, exc: Invalid, array_index: int | None, element: object) -> None:
-        detail = str(exc) if array_index is None else str(exc).replace("`$.", f"`$[{array_index}].")
-        encoded = self._encoder.encode(element) if array_index is not None else None
-        out.rejects.append(Reject("validation", detail, array_index, encoded))
-
-    def _one(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: LogEvent | SpanEvent,
-             extra: dict[str, Any] | None, array_index: int | None, default_ms: int, now_ms: int,
-             original: object = None) -> None:
-        try:
-            if isinstance(event, SpanEvent):
-                refined = self._refiner.span_event(event, extra, default_ms, now_ms)
-                span = cast(SpanDoc, refined.doc)
+            if kind == SPAN:
+                typed, extra = split(event, SpanEvent)
+                refined = self._refiner.span_event(typed, extra, default_ms, now_ms)
+                span = refined.doc
+                assert isinstance(span, SpanDoc)
                 doc_id = span_doc_id(span.trace_id, span.span_id)
                 error_log = False
             else:
-                refined = self._refiner.log_event(event, extra, default_ms, now_ms)
+                typed, extra = split(event, LogEvent)
+                refined = self._refiner.log_event(typed, extra, default_ms, now_ms)
                 doc_id = log_doc_id(topic, partition, offset, array_index)
-                error_log = cast(LogDoc, refined.doc).level in ERROR_LEVELS
+                error_log = refined.doc.level in ERROR_LEVELS  # type: ignore[union-attr]
         except Invalid as exc:
-            self._reject(out, exc, array_index, original if original is not None else event)
+            detail = str(exc) if array_index is None else str(exc).replace("`$.", f"`$[{array_index}].")
+            encoded = self._encoder.encode(event) if array_index is not None else None
+            out.rejects.append(Reject("validation", detail, array_index, encoded))
             return
         out.dropped_keys += refined.dropped_keys
         index_key, action_start = self._index(kind, refined.epoch_ms)
-        action = action_start + doc_id.encode() + b'"}}\n'
-        out.add(Entry(action, self._encoder.encode(refined.doc), kind, array_index, error_log, index_key, refined))
+        out.add(Entry(action_start + doc_id.encode() + b'"}}\n', self._encoder.encode(refined.doc), kind,
+                      array_index, error_log, index_key, refined.doc, refined.epoch_ms))

@@ -186,7 +186,7 @@ class Worker:
             if kind == SPAN:
                 rollups = self.rollups.get((topic, partition))
                 for entry in written:
-                    rollups.add(offset, entry.refined.doc, entry.refined.epoch_ms, kafka_ms)  # type: ignore[arg-type]
+                    rollups.add(offset, entry.event, entry.epoch_ms, kafka_ms)  # type: ignore[arg-type]
                 batch.cover(topic, partition, offset, rollups.watermark)
             else:
                 batch.cover(topic, partition, offset)
