@@ -1,8 +1,8 @@
 """A bulk batch: NDJSON written straight into a shared-memory block, plus what is needed to read the answer.
 
-Items are remembered by where their action line starts (to rebuild a retry body from the block) and by
-the record they came from (to dead-letter a refused item with its original bytes). A batch also covers
-the offsets of every record it consumed, including records that produced no document.
+Documents are remembered, in flat per-document lists, by where their action line starts (to rebuild a retry
+body from the block) and by the record they came from (to dead-letter a refused one with its original bytes).
+A batch also covers the offsets of every record it consumed, including records that produced no document.
 """
 
 from __future__ import annotations
@@ -18,23 +18,15 @@ LOG, SPAN, ROLLUP = 0, 1, 2
 TopicPartition = tuple[str, int]
 
 
-@dataclass(slots=True)
-class Item:
-    """One document of the batch: its source record, its array index, its kind, whether it is an error log."""
-
-    record: Any  # confluent_kafka.Message; None for a rollup document
-    array_index: int | None
-    kind: int
-    error_log: bool
-
-
 @dataclass(slots=True, eq=False)
 class Batch:
     seq: int
     block: Block | None
     opened_ms: int
-    starts: array[int] = field(default_factory=lambda: array("Q"))
-    items: list[Item] = field(default_factory=list)
+    starts: array[int] = field(default_factory=lambda: array("Q"))  # per document: where its action line starts
+    records: list[Any] = field(default_factory=list)  # per document: its record (a Message); None for a rollup
+    kinds: bytearray = field(default_factory=bytearray)  # per document: LOG, SPAN or ROLLUP
+    elements: dict[int, int] = field(default_factory=dict)  # document -> its array index, for an array's elements
     error_items: list[int] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset to commit
     marks: dict[TopicPartition, int] = field(default_factory=dict)  # rollup watermark at that offset
@@ -50,7 +42,7 @@ class Batch:
 
     @property
     def count(self) -> int:
-        return len(self.items)
+        return len(self.records)
 
     @property
     def done(self) -> bool:
@@ -59,23 +51,24 @@ class Batch:
     def room(self) -> int:
         return self.block.capacity - self.block.length if self.block is not None else 0
 
-    def append(self, action: bytes, doc: bytes, item: Item) -> None:
-        """Write one action + document; the caller checked the room first."""
+    def append(self, line: bytes, record: Any, kind: int, array_index: int | None = None,
+               error_log: bool = False) -> None:
+        """Write one document's action and document lines (``line``); the caller checked the room first."""
         block = self.block
         assert block is not None
         start = block.length
-        end = start + len(action)
-        view = block.view
-        view[start:end] = action
-        stop = end + len(doc)
-        view[end:stop] = doc
-        view[stop : stop + 1] = b"\n"
-        block.length = stop + 1
+        stop = start + len(line)
+        block.view[start:stop] = line
+        block.length = stop
+        index = len(self.records)
         self.starts.append(start)
-        if item.error_log:
-            self.error_items.append(len(self.items))
-        self.items.append(item)
-        self.docs[item.kind] += 1
+        self.records.append(record)
+        self.kinds.append(kind)
+        if array_index is not None:
+            self.elements[index] = array_index
+        if error_log:
+            self.error_items.append(index)
+        self.docs[kind] += 1
 
     def cover(self, topic: str, partition: int, offset: int, mark: int | None = None) -> None:
         self.offsets[(topic, partition)] = offset + 1

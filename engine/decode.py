@@ -23,14 +23,21 @@ NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec raises the latte
 
 @dataclass(slots=True)
 class Entry:
-    action: bytes
-    doc: bytes
+    line: bytes  # the bulk action line and the document line, each ending in a newline
     kind: int
     array_index: int | None
     error_log: bool
     index_key: tuple[str, str]  # (LOGS or TRACES, the daily index's name), one shared tuple per index
     event: LogDoc | SpanDoc | StoredLog | StoredSpan  # the stored document, as a struct
     epoch_ms: int
+
+    @property
+    def action(self) -> bytes:
+        return self.line[: self.line.index(b"\n") + 1]
+
+    @property
+    def doc(self) -> bytes:
+        return self.line[self.line.index(b"\n") + 1 : -1]
 
     @property
     def index_kind(self) -> str:
@@ -54,11 +61,11 @@ class Decoded:
     entries: list[Entry]
     rejects: list[Reject]
     dropped_keys: int = 0
-    size: int = 0  # bytes of the entries' bulk lines
+    size: int = 0  # bytes of the entries' lines
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
-        self.size += len(entry.action) + len(entry.doc) + 1
+        self.size += len(entry.line)
 
 
 def span_doc_id(trace_id: str, span_id: str) -> str:
@@ -110,7 +117,7 @@ class RecordDecoder:
         if len(value) > self._max_bytes:
             return Decoded([], [Reject("too_large", f"{len(value)} bytes > ENGINE_MAX_MESSAGE_BYTES "
                                                     f"({self._max_bytes})")])
-        kind = self.kind_of(topic)
+        kind = SPAN if topic == self._span_topic else LOG
         try:
             stored = self._stored[kind](value)
         except msgspec.ValidationError:
@@ -147,8 +154,8 @@ class RecordDecoder:
                 error_log = event.level in ERROR_LEVELS
             index_key, action_start = self._index(kind, epoch_ms)
             doc = encode(event)  # b'{"timestamp":...': timestamp is the structs' first field, stored as @timestamp
-            out.add(Entry(action_start + doc_id.encode() + b'"}}\n', b'{"@' + doc[2:], kind, i if array else None,
-                          error_log, index_key, event, epoch_ms))
+            line = action_start + doc_id.encode() + b'"}}\n{"@' + doc[2:] + b"\n"
+            out.add(Entry(line, kind, i if array else None, error_log, index_key, event, epoch_ms))
         return out
 
     def _general(self, kind: int, topic: str, partition: int, offset: int, value: bytes,
@@ -195,5 +202,5 @@ class RecordDecoder:
             return
         out.dropped_keys += refined.dropped_keys
         index_key, action_start = self._index(kind, refined.epoch_ms)
-        out.add(Entry(action_start + doc_id.encode() + b'"}}\n', self._encoder.encode(refined.doc), kind,
-                      array_index, error_log, index_key, refined.doc, refined.epoch_ms))
+        line = action_start + doc_id.encode() + b'"}}\n' + self._encoder.encode(refined.doc) + b"\n"
+        out.add(Entry(line, kind, array_index, error_log, index_key, refined.doc, refined.epoch_ms))

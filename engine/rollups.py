@@ -141,6 +141,10 @@ class RollupWrite:
     action: bytes
     doc: bytes
 
+    @property
+    def line(self) -> bytes:
+        return self.action + self.doc + b"\n"
+
 
 class RollupStage:
     """All partitions of the span topic that this worker owns."""

@@ -11,7 +11,7 @@ import logging
 import signal
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from common.clients import consumer_config, opensearch_client, producer_config
 from common.indices import METRICS_1M, IndexCreator, IndexNames
 from common.settings import Settings
-from engine.batch import LOG, ROLLUP, SPAN, Batch, Item
+from engine.batch import LOG, ROLLUP, SPAN, Batch
 from engine.bulk import Flusher, FlushResult
 from engine.commit import CommitPolicy, CommitTracker
 from engine.counters import C, CounterSlot, LagTable
@@ -158,7 +158,8 @@ class Worker:
         """Decode records into the open batch, in order; returns how many were taken. Fewer than all: no room
         and no free block (backpressure). The clock is read and the counters are added once per call."""
         now = now_ms()
-        decode, kind_of, assigned = self.decoder.decode, self.decoder.kind_of, self.assigned
+        decode, assigned, span_topic = self.decoder.decode, self.assigned, self.settings.kafka_apm_span_topic
+        max_docs = self.settings.bulk_batch_size
         tally = [0, 0, 0, 0, 0]  # by kind (LOG 0, SPAN 1): records, then 2 + kind: events; 4: dropped keys
         taken = 0
         for message in messages:
@@ -167,29 +168,32 @@ class Worker:
                 self._consumer_error(error)
                 taken += 1
                 continue
-            topic, partition = cast(str, message.topic()), cast(int, message.partition())
+            topic, partition = message.topic(), message.partition()
             if (topic, partition) not in assigned:
                 taken += 1
                 continue  # revoked while held: the new owner reads it again
-            offset = cast(int, message.offset())
+            offset: int = message.offset()  # type: ignore[assignment]
             ts_type, ts = message.timestamp()
             kafka_ms = ts if ts_type and ts > 0 else 0
-            decoded = decode(topic, partition, offset, message.value(), kafka_ms or now, now)
-            batch = self._room_for(decoded)
-            if batch is None:
-                break
-            kind = kind_of(topic)
+            decoded = decode(topic, partition, offset, message.value(),  # type: ignore[arg-type]
+                             kafka_ms or now, now)
+            batch = self.batch
+            if batch is None or batch.room() < decoded.size or batch.count >= max_docs:
+                batch = self._room_for(decoded)
+                if batch is None:
+                    break
+            kind = SPAN if topic == span_topic else LOG
             tally[kind] += 1
             tally[2 + kind] += len(decoded.entries) + len(decoded.rejects)
             tally[4] += decoded.dropped_keys
             written = self._write(batch, message, kind, decoded)
             if kind == SPAN:
-                rollups = self.rollups.get((topic, partition))
+                rollups = self.rollups.get((topic, partition))  # type: ignore[arg-type]
                 for entry in written:
                     rollups.add(offset, entry.event, entry.epoch_ms, kafka_ms)  # type: ignore[arg-type]
-                batch.cover(topic, partition, offset, rollups.watermark)
+                batch.cover(topic, partition, offset, rollups.watermark)  # type: ignore[arg-type]
             else:
-                batch.cover(topic, partition, offset)
+                batch.cover(topic, partition, offset)  # type: ignore[arg-type]
             taken += 1
         add = self.counters.add
         for counter, amount in zip((C.consumed_logs, C.consumed_spans, C.events_logs, C.events_spans,
@@ -206,20 +210,22 @@ class Worker:
             batch = None
         if batch is None:
             batch = self.open_batch()
-        if batch is not None and batch.room() < need:
-            return batch  # larger than a whole block: its entries are refused one by one in _write
-        return batch
+        return batch  # a record larger than a whole block has its entries refused one by one in _write
 
     def _write(self, batch: Batch, message: Message, kind: int, decoded: Decoded) -> list[Entry]:
         """Append the record's documents and dead-letter its rejects; returns the entries written."""
         written = []
+        room = batch.room()
+        indices = batch.indices
         for entry in decoded.entries:
-            if batch.room() < len(entry.action) + len(entry.doc) + 1:
+            size = len(entry.line)
+            if size > room:
                 self.publisher.reject(batch, message, kind, "too_large",
                                       "the normalized document does not fit a bulk block", entry.array_index)
                 continue
-            batch.append(entry.action, entry.doc, Item(message, entry.array_index, entry.kind, entry.error_log))
-            batch.indices.add(entry.index_key)
+            room -= size
+            batch.append(entry.line, message, entry.kind, entry.array_index, entry.error_log)
+            indices.add(entry.index_key)
             written.append(entry)
         for reject in decoded.rejects:
             self.publisher.reject(batch, message, kind, reject.reason, reject.detail, reject.array_index,
@@ -260,7 +266,7 @@ class Worker:
         writes = self.rollups.writes(now_ms(), final_for)
         if not writes:
             return
-        need = sum(len(w.action) + len(w.doc) + 1 for w in writes)
+        need = sum(len(w.line) for w in writes)
         batch = self.batch
         if batch is None or batch.room() < need:
             self.seal()
@@ -270,7 +276,7 @@ class Worker:
                 write.window.written = -1
             return
         for write in writes:
-            batch.append(write.action, write.doc, Item(None, None, ROLLUP, False))
+            batch.append(write.line, None, ROLLUP)
             batch.indices.add((METRICS_1M, write.index))
             if write.final:
                 write.window.release_seq = batch.seq
@@ -312,16 +318,16 @@ class Worker:
         counters.add(C.batches)
         counters.add(C.inflight_bytes, -batch.size)
         if statuses is not None:
-            counters.add(C.duplicates, sum(1 for i, s in enumerate(statuses) if s == 409
-                                           and batch.items[i].kind != ROLLUP))
+            kinds = batch.kinds
+            counters.add(C.duplicates, sum(1 for i, s in enumerate(statuses) if s == 409 and kinds[i] != ROLLUP))
             for index, reason in result.errors.items():
-                item = batch.items[index]
-                batch.docs[item.kind] -= 1
-                if item.kind == ROLLUP:
+                kind = kinds[index]
+                batch.docs[kind] -= 1
+                if kind == ROLLUP:
                     log.error("a rollup document was refused: HTTP %d: %s", statuses[index], reason)
                     continue
-                self.publisher.reject(batch, item.record, item.kind, "rejected_by_search",
-                                      f"HTTP {statuses[index]}: {reason}", item.array_index)
+                self.publisher.reject(batch, batch.records[index], kind, "rejected_by_search",
+                                      f"HTTP {statuses[index]}: {reason}", batch.elements.get(index))
         for index in batch.error_items:
             if statuses is None or statuses[index] in (200, 201, 409):
                 self.publisher.republish(batch, index)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.normalize import (
+    LOG_FIELDS,
     MAX_LABEL_VALUE,
     MAX_LABELS,
     Invalid,
@@ -193,7 +194,7 @@ def as_event(doc: LogDoc | SpanDoc) -> dict[str, Any]:
     env=st.text(min_size=1).filter(lambda s: s.strip()),
     level=st.sampled_from(["info", "WARNING", "Error", "critical", "debug", "TRACE"]),
     labels=st.dictionaries(st.text(max_size=200), json_values, max_size=80),
-    extra=st.dictionaries(st.text(max_size=20).filter(lambda k: k not in {"labels", "timestamp"}), json_scalars,
+    extra=st.dictionaries(st.text(max_size=20).filter(lambda k: k not in LOG_FIELDS), json_scalars,
                           max_size=5),
     ts=st.one_of(st.integers(0, 4_000_000_000_000), st.text(max_size=30)),
 )
