@@ -135,9 +135,11 @@ class RecordDecoder:
                   default_ms: int, now_ms: int) -> Decoded | None:
         """The common case: each event is completed in place and encoded as its document. None as soon as an
         event needs the general path (the record is then decoded again, whole)."""
-        out = Decoded([], [])
-        events = stored if isinstance(stored, list) else (stored,)
+        entries = []
+        size = 0
         array = isinstance(stored, list)
+        events: list[StoredLog] | list[StoredSpan] | tuple[StoredLog | StoredSpan] = stored if isinstance(
+            stored, list) else (stored,)
         encode = self._encoder.encode
         for i, event in enumerate(events):
             if isinstance(event, StoredSpan):
@@ -155,8 +157,9 @@ class RecordDecoder:
             index_key, action_start = self._index(kind, epoch_ms)
             doc = encode(event)  # b'{"timestamp":...': timestamp is the structs' first field, stored as @timestamp
             line = action_start + doc_id.encode() + b'"}}\n{"@' + doc[2:] + b"\n"
-            out.add(Entry(line, kind, i if array else None, error_log, index_key, event, epoch_ms))
-        return out
+            entries.append(Entry(line, kind, i if array else None, error_log, index_key, event, epoch_ms))
+            size += len(line)
+        return Decoded(entries, [], 0, size)
 
     def _general(self, kind: int, topic: str, partition: int, offset: int, value: bytes,
                  default_ms: int, now_ms: int) -> Decoded:

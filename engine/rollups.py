@@ -74,7 +74,9 @@ class PartitionRollups:
             window = self._window(offset, event_ms)
             window.add(doc.service_name, doc.environment, doc.name, doc.duration_ms, doc.status == "ERROR")
             window.last_offset = offset
-        self.see(event_ms, kafka_ms)
+        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # see(), inline: per span
+        if capped > self.watermark:
+            self.watermark = capped
 
     def see(self, event_ms: int, kafka_ms: int) -> None:
         capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms
