@@ -34,6 +34,8 @@ class Bench:
 BENCHES = [
     Bench("core", "benchmarks.bench_core", limit_s=300),
     Bench("e2e", "benchmarks.bench_e2e", limit_s=900),
+    # what the embedded broker costs by itself (idle, draining, while anything is produced): reads e2e's figures
+    Bench("broker", "benchmarks.bench_broker", limit_s=240),
     Bench("local", "benchmarks.bench_local", limit_s=300),
     Bench("freshness", "benchmarks.bench_freshness", limit_s=240),
     Bench("bridge", "benchmarks.bench_bridge", limit_s=420),  # another engineer's module
