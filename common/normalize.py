@@ -265,8 +265,8 @@ _Labels = Annotated[dict[str, Annotated[str, Meta(max_length=MAX_LABEL_VALUE)] |
 _Code = Annotated[int, Meta(ge=0, le=999)]
 
 
-class StoredLog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """A clean log event, completed in place into its stored document by ``Refiner.complete_log``.
+class StoredEvent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A clean event, completed in place into its stored document by ``Refiner.complete_log/complete_span``.
 
     ``timestamp`` comes first, so the encoded document starts ``{"timestamp":`` and the decoder writes it
     as ``{"@timestamp":``. The engine's own fields are ``UnsetType``: an event that carries one is not clean.
@@ -278,25 +278,20 @@ class StoredLog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_d
     type: Any = None
     service_name: _Text
     environment: _Text
-    level: Literal[LEVELS]  # type: ignore[valid-type]
-    message: _Text
-    trace_id: _Text | None = None
-    span_id: _Text | None = None
     http_method: _Text | None = None
     http_path: _Text | None = None
     http_status_code: _Code | None = None
     labels: _Labels = msgspec.field(default_factory=dict)
 
 
-class StoredSpan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """A clean span event, completed in place into its stored document by ``Refiner.complete_span``."""
+class StoredLog(StoredEvent, kw_only=True):
+    level: Literal[LEVELS]  # type: ignore[valid-type]
+    message: _Text
+    trace_id: _Text | None = None
+    span_id: _Text | None = None
 
-    timestamp: Any = None
-    ingested_at: UnsetType = UNSET
-    timestamp_defaulted: UnsetType = UNSET
-    type: Any = None
-    service_name: _Text
-    environment: _Text
+
+class StoredSpan(StoredEvent, kw_only=True):
     trace_id: _Text
     span_id: _Text
     parent_span_id: str | None = None
@@ -304,10 +299,6 @@ class StoredSpan(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_
     kind: Literal[KINDS] | UnsetType = UNSET  # type: ignore[valid-type]
     duration_ms: Annotated[float, Meta(ge=0)]
     status: Literal[STATUSES] | UnsetType = UNSET  # type: ignore[valid-type]
-    http_method: _Text | None = None
-    http_path: _Text | None = None
-    http_status_code: _Code | None = None
-    labels: _Labels = msgspec.field(default_factory=dict)
 
 
 def invalid_from(error: msgspec.ValidationError) -> Invalid:
@@ -381,7 +372,7 @@ class Refiner:
             self._now_ms, self._now_text = now_ms, self._ingest_clock.format(now_ms)
         return self._now_text
 
-    def _complete(self, ev: StoredLog | StoredSpan, kind: str, default_ms: int, now_ms: int) -> int | None:
+    def _complete(self, ev: StoredEvent, kind: str, default_ms: int, now_ms: int) -> int | None:
         """What logs and spans share: service, environment, times, labels. None: take the general path."""
         service = ev.service_name
         env = self._envs.get(ev.environment)
