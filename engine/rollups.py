@@ -74,12 +74,7 @@ class PartitionRollups:
             window = self._window(offset, event_ms)
             window.add(doc.service_name, doc.environment, doc.name, doc.duration_ms, doc.status == "ERROR")
             window.last_offset = offset
-        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # see(), inline: per span
-        if capped > self.watermark:
-            self.watermark = capped
-
-    def see(self, event_ms: int, kafka_ms: int) -> None:
-        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms
+        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # the watermark moves
         if capped > self.watermark:
             self.watermark = capped
 
