@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from common.indices import IndexNames
 from engine.batch import LOG, SPAN
-from engine.decode import RecordDecoder, log_doc_id, span_doc_id
+from engine.decode import Decoded, RecordDecoder, log_doc_id, span_doc_id
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 NOW = 1_795_773_601_000
@@ -174,10 +174,7 @@ def mostly_clean(draw: st.DrawFn, topic: str) -> object:
     return [one() for _ in range(draw(st.integers(1, 3)))] if draw(st.booleans()) else one()
 
 
-def as_sent(out: object) -> tuple[object, ...]:
-    from engine.decode import Decoded
-
-    assert isinstance(out, Decoded)
+def as_sent(out: Decoded) -> tuple[object, ...]:
     docs = [(e.action, msgspec.json.decode(e.doc), e.index_key, e.array_index, e.error_log, e.epoch_ms)
             for e in out.entries]
     return docs, [(r.reason, r.detail, r.array_index, r.element) for r in out.rejects], out.dropped_keys
