@@ -13,7 +13,7 @@ from common.indices import IndexNames
 from engine.batch import LOG, SPAN
 from engine.decode import Decoded, RecordDecoder, log_doc_id, span_doc_id
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "samples"  # the ingest contract's samples, kept in the repo
 NOW = 1_795_773_601_000
 
 
