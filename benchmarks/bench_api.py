@@ -51,7 +51,7 @@ from benchmarks.report import Report, Target
 from benchmarks.rig import Group
 from common.clients import opensearch_client
 from common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
-from common.normalize import format_timestamp
+from common.normalize import StoredSpan, format_timestamp
 from common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,
@@ -167,12 +167,12 @@ def load_raw(client: Any, names: IndexNames, now_ms: int, spans: int, logs: int,
         for entry in decoded.entries:
             creator.ensure(entry.index_kind, entry.index)
             bulk.add(entry.action, entry.doc)
-            doc = entry.refined.doc
-            if isinstance(doc, SpanDoc):
+            doc = entry.event
+            if isinstance(doc, SpanDoc | StoredSpan):
                 loaded.spans += 1
-                loaded.end_ms = max(loaded.end_ms, entry.refined.epoch_ms)
+                loaded.end_ms = max(loaded.end_ms, entry.epoch_ms)
                 if doc.kind == "SERVER":
-                    add_server_span(loaded, doc, entry.refined.epoch_ms, f"{SPAN_TOPIC}:{partition}")
+                    add_server_span(loaded, doc, entry.epoch_ms, f"{SPAN_TOPIC}:{partition}")
             else:
                 loaded.logs += 1
     bulk.flush()
@@ -180,7 +180,7 @@ def load_raw(client: Any, names: IndexNames, now_ms: int, spans: int, logs: int,
     return loaded
 
 
-def add_server_span(loaded: Loaded, doc: SpanDoc, epoch_ms: int, partition: str) -> None:
+def add_server_span(loaded: Loaded, doc: SpanDoc | StoredSpan, epoch_ms: int, partition: str) -> None:
     minute = epoch_ms - epoch_ms % MINUTE_MS
     cells = loaded.minute_cells.setdefault(minute, {})
     error = doc.status == "ERROR"
