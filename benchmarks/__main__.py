@@ -42,8 +42,10 @@ BENCHES = [
     # another engineer's module: writes 24 h of rollups into the embedded server first (5+ min here), so it
     # runs only when asked for: --only rollup_reads
     Bench("rollup_reads", "benchmarks.rollup_reads", quick_flag=False, in_quick=False, in_full=False, limit_s=900),
-    # the query API at 16 clients, every route for 30 s after loading ~60k loadgen documents + 14 days of rollups
-    Bench("api", "benchmarks.bench_api", limit_s=1500),
+    # the query API at 16 clients, every route for 30 s after loading 250k loadgen documents + 14 days of rollups;
+    # on a slow VM (2026-12-02) each raw-document route took ~2 min (its requests time out at 30 s) and the whole
+    # module needed more than 1500 s
+    Bench("api", "benchmarks.bench_api", limit_s=2400),
 ]
 NOT_BENCHMARKS = {"__init__", "__main__", "report", "rig", "sink", "naive"}
 
