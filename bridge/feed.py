@@ -3,14 +3,6 @@
 Fan-out needs every bridge instance to see every error, so partitions are assigned explicitly (``assign``
 at each partition's high watermark), the group id is unique to this instance and nothing is committed.
 Records are decoded once and handed to the hub in batches; malformed ones are counted and skipped.
-
-``fetch_pause_s`` (``--fetch-pause-ms``, off by default) is for a broker that answers an empty fetch at once
-instead of holding it for ``fetch.wait.max.ms`` (the embedded local stack; real Kafka holds it): librdkafka's
-fetch thread then sends fetch after fetch, and it and the broker each burn a large part of a core. With the
-option, after each poll the partitions are paused for that long (no fetch goes out), then resumed; a
-watermark request wakes librdkafka's broker thread, which would otherwise notice the resume only when its
-own wait (up to ``fetch.wait.max.ms``) ends. An error waits at most that long plus one round trip more. Pausing
-drops what librdkafka had fetched ahead; it is fetched again from the position reached, nothing is lost.
 """
 
 from __future__ import annotations
@@ -36,7 +28,6 @@ log = logging.getLogger("bridge.feed")
 
 BATCH_MAX = 1000
 POLL_TIMEOUT_S = 0.05
-PAUSED_POLL_WINDOW_S = 0.002  # with fetch_pause_s: how long a poll waits between pauses
 METADATA_TIMEOUT_S = 5.0
 LAG_EVERY_S = 1.0
 REFRESH_EVERY_S = 30.0
@@ -53,7 +44,7 @@ def instance_group_id(prefix: str) -> str:
 class ErrorFeed:
     def __init__(self, settings: Settings, hub: Hub, metrics: BridgeMetrics,
                  consumer_factory: ConsumerFactory = Consumer,
-                 clock: Callable[[], float] = time.monotonic, fetch_pause_s: float = 0.0) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._topic = settings.kafka_apm_log_error_topic
         self._config = consumer_config(settings, instance_group_id(settings.error_stream_kafka_group_id),
                                        settings.error_stream_kafka_client_id)
@@ -65,8 +56,6 @@ class ErrorFeed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bridge-feed", daemon=True)
         self._next_offsets: dict[int, int] = {}
-        self._fetch_pause_s = fetch_pause_s
-        self._poll_timeout_s = PAUSED_POLL_WINDOW_S if fetch_pause_s > 0 else POLL_TIMEOUT_S
         self._assigned: list[TopicPartition] = []
         self._lag_at = 0.0
         self._refresh_at = 0.0
@@ -103,7 +92,6 @@ class ErrorFeed:
             self.state = "running"
             while not self._stop.is_set():
                 self._poll(consumer)
-                self._hold_fetching(consumer)
                 self._housekeeping(consumer)
         finally:
             consumer.close()
@@ -157,7 +145,7 @@ class ErrorFeed:
         ``consume(n, timeout)`` would wait the whole timeout unless ``n`` records arrive, which at a few
         hundred errors a second delayed every record by up to 50 ms.
         """
-        first = consumer.poll(self._poll_timeout_s)
+        first = consumer.poll(POLL_TIMEOUT_S)
         if first is None:
             return
         messages = [first, *consumer.consume(num_messages=BATCH_MAX - 1, timeout=0)]
@@ -168,15 +156,6 @@ class ErrorFeed:
             if delivery is not None:
                 deliveries.append(delivery)
         self._hub.publish(deliveries)
-
-    def _hold_fetching(self, consumer: Any) -> None:
-        """With ``fetch_pause_s``: no fetch for that long, then fetching resumes at once (see the module doc)."""
-        if self._fetch_pause_s <= 0 or not self._assigned:
-            return
-        consumer.pause(self._assigned)
-        self._stop.wait(self._fetch_pause_s)
-        consumer.resume(self._assigned)
-        consumer.get_watermark_offsets(self._assigned[0], timeout=METADATA_TIMEOUT_S)  # wakes the broker thread
 
     def _decode(self, message: Message, read_at: float) -> Delivery | None:
         error = message.error()

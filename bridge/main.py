@@ -21,10 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent connections one process holds (one thread each; default 2000)")
     parser.add_argument("--send-buffer-kb", type=int, default=256,
                         help="kernel send buffer per client; beyond it errors wait in the client's queue")
-    parser.add_argument("--fetch-pause-ms", type=float, default=0.0,
-                        help="for a broker that answers empty fetches at once (the embedded local stack): "
-                             "hold fetching this long after each poll, instead of spinning; 0 (default) "
-                             "for real Kafka, which holds empty fetches itself")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
     disable_created_metrics()  # no *_created series next to every counter
     options = ServerOptions(host=args.host, port=settings.error_stream_port,
                             max_clients=max(1, args.max_clients),
-                            send_buffer_bytes=max(0, args.send_buffer_kb) * 1024,
-                            fetch_pause_s=max(0.0, args.fetch_pause_ms) / 1000)
+                            send_buffer_bytes=max(0, args.send_buffer_kb) * 1024)
     log.info("error stream on %s:%d%s, topic %s", options.host, options.port, settings.error_stream_ws_path,
              settings.kafka_apm_log_error_topic)
     try:

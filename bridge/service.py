@@ -34,7 +34,6 @@ class ServerOptions(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 3010
     max_clients: int = 2000
     send_buffer_bytes: int = 256 * 1024
-    fetch_pause_s: float = 0.0  # see ErrorFeed: only for a broker that answers empty fetches at once
 
 
 class Bridge:
@@ -44,8 +43,7 @@ class Bridge:
         self.sender = Sender(self.metrics)
         self.hub = Hub(settings.error_stream_replay, settings.error_stream_slow_client_s, self.metrics,
                        close_grace_s=CLOSE_GRACE_S, notify=self.sender.wake, forward=self.sender.forward)
-        self.feed = ErrorFeed(settings, self.hub, self.metrics, consumer_factory,
-                              fetch_pause_s=options.fetch_pause_s)
+        self.feed = ErrorFeed(settings, self.hub, self.metrics, consumer_factory)
         self.janitor = Janitor(self.hub, min(SWEEP_EVERY_S, settings.error_stream_slow_client_s / 4))
         self.sio = SocketIOSide(self.hub, self.metrics, settings.error_stream_queue_size, CLOSE_GRACE_S)
         self.app = BridgeApp(

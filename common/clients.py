@@ -10,9 +10,6 @@ from typing import Any
 
 from common.settings import Settings
 
-# The embedded broker ignores fetch size limits; librdkafka refuses an answer larger than this.
-RECEIVE_MESSAGE_MAX_BYTES = 2_000_000_000
-
 
 def kafka_base(settings: Settings, client_id: str) -> dict[str, Any]:
     conf: dict[str, Any] = {
@@ -47,7 +44,6 @@ def consumer_config(settings: Settings, group_id: str, client_id: str, **extra: 
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            "receive.message.max.bytes": RECEIVE_MESSAGE_MAX_BYTES,
             "fetch.max.bytes": 16 * 1024 * 1024,
             "max.partition.fetch.bytes": 4 * 1024 * 1024,
             "queued.max.messages.kbytes": 16 * 1024,  # bounds the prefetch: a worker stays small at full speed

@@ -1,6 +1,7 @@
-"""``make run``: the whole system on the embedded local stack, with traffic. Ctrl-C stops everything.
+"""``make run``: the whole system on the local stack (Apache Kafka + OpenSearch), with traffic. Ctrl-C stops
+everything.
 
-Starts the local stack (data in ``.stack/``), creates the topics, then the engine, the query API, the
+Starts the local stack (data in ``.stack/``, kept between runs), creates the topics, then the engine, the query API, the
 error-stream bridge and loadgen at a modest rate, each as its own process, and prints where to look.
 """
 
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.settings import load_settings
-from common.stack import LocalStack
+from common.stack import LocalStack, StackError
+from common.stack_cli import env_port, up
 from common.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK_DIR = ROOT / ".stack"
+STACK_DIR = Path(os.environ.get("PANOPTICON_STACK_DIR") or ROOT / ".stack").resolve()
 LOG_DIR = STACK_DIR / "logs"
 
 
@@ -50,18 +52,14 @@ class Component:
             self.process.wait(5)
 
 
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() else default
-
-
 def main() -> int:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    kafka_port, search_port = env_int("PANOPTICON_KAFKA_PORT", 9092), env_int("PANOPTICON_SEARCH_PORT", 9200)
-    stack = LocalStack.load(str(STACK_DIR))
-    if not (stack and stack.alive()):
-        print(f"starting the local stack (kafka :{kafka_port}, search :{search_port}) ...", flush=True)
-        stack = LocalStack(str(STACK_DIR), kafka_port, search_port).start()
+    kafka_port, search_port = env_port("PANOPTICON_KAFKA_PORT", 9092), env_port("PANOPTICON_SEARCH_PORT", 9200)
+    try:
+        stack = up(str(STACK_DIR), kafka_port, search_port, LocalStack.load(str(STACK_DIR)))
+    except StackError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
     env = {**os.environ, **stack.env(), "PYTHONUNBUFFERED": "1"}
     settings = load_settings(env)
     create_topics(settings, 4)
@@ -69,7 +67,7 @@ def main() -> int:
     components = [
         Component("engine", ["engine"]),
         Component("api", ["api"]),
-        Component("bridge", ["bridge", "--fetch-pause-ms", "5"]),  # the embedded broker answers empty fetches at once
+        Component("bridge", ["bridge"]),
         Component("loadgen", ["loadgen", "--rate", rate, "--invalid-ratio", "0.01", "--quiet"]),
     ]
     stopping = False

@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     engine_max_message_bytes: Positive = 1_048_576
     engine_shutdown_timeout_s: PositiveFloat = 30.0
     engine_worker_timeout_s: PositiveFloat = 30.0
+    engine_session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 30_000  # the group evicts a silent worker
     engine_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9400
     engine_shm_blocks: Annotated[int, msgspec.Meta(ge=2)] = 4
     bulk_batch_size: Positive = 5000

@@ -74,7 +74,7 @@ class Worker:
         self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes)
         self.publisher = Publisher(Producer(producer_config(s, "panopticon-engine")), s.kafka_apm_dlq_topic,
                                    s.kafka_apm_log_error_topic, self.counters)
-        extra: dict[str, Any] = {"session.timeout.ms": 30_000, "max.poll.interval.ms": 300_000}
+        extra: dict[str, Any] = {"session.timeout.ms": s.engine_session_timeout_ms, "max.poll.interval.ms": 300_000}
         if self.instance_id:
             extra["group.instance.id"] = self.instance_id
         self.consumer = Consumer(consumer_config(s, s.engine_group_id, "panopticon-engine", **extra))
@@ -357,9 +357,12 @@ class Worker:
         if self.lag is None:
             return
         for topic, partition in self.assigned:
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            tp = TopicPartition(topic, partition)
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             position = self.tracker.position(topic, partition)
-            if high >= 0 and position is not None:
+            if position is None:  # nothing consumed since it was assigned: the fetch position is the committed one
+                position = self.consumer.position([tp])[0].offset
+            if high >= 0 and position >= 0:
                 self.lag.set(self.slot, topic, partition, max(0, high - position))
 
     def commit(self, sync: bool, only: set[tuple[str, int]] | None = None) -> None:

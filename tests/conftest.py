@@ -1,11 +1,10 @@
-"""Fixtures: the real embedded local stack, started by the tests on free ports."""
+"""Fixtures: the real local stack (Apache Kafka + OpenSearch), started once by the tests on free ports."""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck
@@ -16,6 +15,7 @@ from common.stack import LocalStack, free_port
 from tests.harness import EngineProcess
 
 _names = itertools.count()
+SESSION_TIMEOUT_MS = 6000  # a worker killed by a test leaves the group this long after (the broker allows >= 1 s)
 
 # A loaded machine (or CI) must not fail a property for being slow: speed lives in benchmarks/.
 hypothesis_settings.register_profile("panopticon", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -24,20 +24,10 @@ hypothesis_settings.load_profile("panopticon")
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """One Kafka-compatible broker + search server for the whole session."""
+    """One Kafka broker + OpenSearch node for the whole session; every test has its own topics, group and
+    index prefix (``settings_env``)."""
     data_dir = tmp_path_factory.mktemp("stack")
     local = LocalStack(str(data_dir), free_port(), free_port()).start()
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-def fresh_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    """A stack of its own for a heavy test: the embedded servers rewrite their whole saved state after every
-    change, so data left by earlier tests would slow every later one down."""
-    local = LocalStack(str(tmp_path / "stack"), free_port(), free_port()).start()
     try:
         yield local
     finally:
@@ -71,6 +61,7 @@ def settings_env(stack: LocalStack, unique: str) -> dict[str, str]:
         "ENGINE_GROUP_ID": f"{unique}-engine",
         "OPENSEARCH_INDEX_PREFIX": f"{unique}-",
         "ENGINE_METRICS_PORT": "0",
+        "ENGINE_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
     }
 
 

@@ -14,27 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from common.clients import RECEIVE_MESSAGE_MAX_BYTES, opensearch_client
+from common.clients import opensearch_client
 from common.rollup import RollupCell, RollupDoc
 from common.settings import Settings
-from common.stack import LocalStack
 from common.traffic import Record
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fresh_stack_fixture() -> Any:
-    """``stack = fresh_stack_fixture()`` in a test module gives each of its tests a stack of its own
-    (conftest's ``fresh_stack``) wherever the tests or their fixtures ask for ``stack``."""
-
-    @pytest.fixture
-    def stack(fresh_stack: LocalStack) -> LocalStack:
-        return fresh_stack
-
-    return stack
 
 
 class EngineProcess:
@@ -129,8 +116,7 @@ def produce(settings: Settings, records: Iterable[Record], on_progress: Callable
 def read_topic(settings: Settings, topic: str, idle_s: float = 3.0, timeout_s: float = 60.0) -> list[Any]:
     """Every message of a topic from the beginning, until nothing new arrives for idle_s."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_brokers, "group.id": f"reader-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "receive.message.max.bytes": RECEIVE_MESSAGE_MAX_BYTES})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     out: list[Any] = []
     deadline = time.monotonic() + timeout_s

@@ -1,8 +1,8 @@
-"""The API as deployed: ``panopticon api`` (gunicorn, real HTTP) on its own local stack.
+"""The API as deployed: ``panopticon api`` (gunicorn, real HTTP) on the real local stack.
 
 Proves what only a real server shows: ``%2F`` in an endpoint name survives (RAW_URI), Prometheus
 multiprocess metrics merge across workers, and a stopped search server gives 503 JSON within the timeout,
-then 200 again once it is back, without restarting the API. Its own stack, since it stops the search server.
+then 200 again once it is back, without restarting the API.
 """
 
 from __future__ import annotations
@@ -43,17 +43,8 @@ def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None,
 
 
 @pytest.fixture(scope="module")
-def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(str(tmp_path_factory.mktemp("apistack")), free_port(), free_port()).start()
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture(scope="module")
-def server(own_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Dataset, Path]]:
-    env = {**own_stack.env(), "OPENSEARCH_INDEX_PREFIX": "apiserver-", "OPENSEARCH_TIMEOUT_S": "3"}
+def server(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Dataset, Path]]:
+    env = {**stack.env(), "OPENSEARCH_INDEX_PREFIX": "apiserver-", "OPENSEARCH_TIMEOUT_S": "3"}
     data = index_dataset(opensearch_client(load_settings(env)), IndexNames("apiserver-"), seed=3,
                          now_ms=int(time.time() * 1000))
     metrics_dir = tmp_path_factory.mktemp("prom")
@@ -131,9 +122,9 @@ def test_prometheus_multiprocess_metrics(server: tuple[str, Dataset, Path]) -> N
     assert float(line.rsplit(" ", 1)[1]) >= 6
 
 
-def test_search_outage_is_503_then_recovers(server: tuple[str, Dataset, Path], own_stack: LocalStack) -> None:
+def test_search_outage_is_503_then_recovers(server: tuple[str, Dataset, Path], stack: LocalStack) -> None:
     base, _, _ = server
-    own_stack.stop_search()
+    stack.stop_search()
     try:
         started = time.monotonic()
         status, _, body = fetch(f"{base}/query/spans?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z")
@@ -141,7 +132,7 @@ def test_search_outage_is_503_then_recovers(server: tuple[str, Dataset, Path], o
         assert time.monotonic() - started < 10
         assert fetch(f"{base}/health")[0] == 503
     finally:
-        own_stack.start_search()
+        stack.start_search()
     deadline = time.monotonic() + 20
     while fetch(f"{base}/query/spans?size=1")[0] != 200:
         assert time.monotonic() < deadline, "the API did not recover after the search server came back"

@@ -650,26 +650,6 @@ def test_plain_and_socketio_clients_receive_every_error_with_the_documented_fiel
     wait_connected(bridge, 0, 0)
 
 
-def test_with_a_fetch_pause_every_error_still_arrives_in_order(start_bridge: Bridges,
-                                                                 error_settings: Settings) -> None:
-    """--fetch-pause-ms pauses and resumes the partitions around every poll: nothing may be lost or repeated,
-    in bursts or after the topic was idle."""
-    bridge = start_bridge("--fetch-pause-ms", "5")
-    plain = PlainReader(bridge.ws_url)
-    wait_connected(bridge, websocket_clients=1)
-    producer = ErrorProducer(error_settings)
-    messages = [f"paused {i}" for i in range(60)]
-    for end in (30, 60):
-        for message in messages[end - 30:end]:
-            producer.error(message, key="one-partition")
-        producer.flush()
-        wait_for(lambda end=end: len(plain.received) >= end, what="a burst")  # type: ignore[misc]
-        time.sleep(0.3)  # idle topic between the bursts: several pause/resume rounds with nothing to fetch
-    assert [event["message"] for _, event in plain.received] == messages
-    assert bridge.metrics()["panopticon_bridge_relayed_total"] == len(messages)
-    plain.close()
-
-
 def test_origin_is_checked_before_the_upgrade(start_bridge: Bridges) -> None:
     bridge = start_bridge.launch(ERROR_STREAM_WS_ORIGINS=f"{ALLOWED}, https://other.example")
     open_bridge = start_bridge.launch()  # empty allow-list: any origin

@@ -21,7 +21,6 @@ from tests.harness import (
     Sent,
     Store,
     decode,
-    fresh_stack_fixture,
     produce,
     read_topic,
     rollup_cells,
@@ -29,8 +28,6 @@ from tests.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-stack = fresh_stack_fixture()
 
 @pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
@@ -98,7 +95,6 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Setting
         time.sleep(0.2)
     first.kill9()
     stored_at_kill = store.count("logs-apm")
-    stack.restart_kafka()  # stands in for the session expiry of the dead members
     second = EngineProcess(env, tmp_path / "engine-2.log").start()
     engines.append(second)
     spans = store.wait_for("traces-apm", sent.valid_spans())
@@ -111,10 +107,11 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Setting
     assert second.terminate() == 0
 
 
-def test_search_outage_pauses_and_resumes(tmp_path: Path, engines: list, unique: str, stack: LocalStack) -> None:
+def test_search_outage_pauses_and_resumes(tmp_path: Path, engines: list, unique: str, stack: LocalStack,
+                                          settings_env: dict[str, str]) -> None:
     """The search server stopped for 20 s mid-stream: no crash, bounded memory, resumes alone, zero lost."""
     metrics_port = free_port()
-    env = {**stack.env(), "ENGINE_INSTANCE_ID": unique, "ENGINE_GROUP_ID": f"{unique}-g",
+    env = {**settings_env, "ENGINE_INSTANCE_ID": unique,
            "ENGINE_METRICS_PORT": str(metrics_port), "BULK_FLUSH_INTERVAL_MS": "200", "BULK_BATCH_SIZE": "1000",
            "ENGINE_SHM_BLOCKS": "2"}
     settings = load_settings(env)

@@ -12,15 +12,13 @@ import psutil
 import pytest
 
 from common.settings import Settings, load_settings
-from common.stack import LocalStack, free_port
+from common.stack import free_port
 from common.topics import create_topics
 from common.traffic import generate
 from engine.shm import SHM_DIR
-from tests.harness import EngineProcess, Sent, Store, fresh_stack_fixture, produce, read_topic
+from tests.harness import EngineProcess, Sent, Store, produce, read_topic
 
 pytestmark = pytest.mark.integration
-
-stack = fresh_stack_fixture()
 
 @pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
@@ -66,7 +64,7 @@ def assert_all_stored(store: Store, sent: Sent, engine: EngineProcess) -> None:
 
 
 def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env: dict[str, str], engines: list,
-                                                        tmp_path: Path, stack: LocalStack) -> None:
+                                                        tmp_path: Path) -> None:
     sent = produce(settings, records(12_000, seed=31))
     store = Store(settings)
     engine = EngineProcess(env, tmp_path / "engine.log").start()
@@ -75,15 +73,13 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env
     assert wait_until(lambda: store.count("logs-apm") > 1000)
     victim.send_signal(signal.SIGKILL)
     assert wait_until(lambda: engine.log().count("spawned worker") >= 3)  # two at start, one replacement
-    time.sleep(2)  # the replacement has joined the group, which waits for the dead member
-    stack.restart_kafka()  # stands in for the session expiry of the dead member
     assert_all_stored(store, sent, engine)
     assert "replacing it" in engine.log()
     assert engine.terminate() == 0
 
 
 def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[str, str], engines: list,
-                                               tmp_path: Path, stack: LocalStack) -> None:
+                                               tmp_path: Path) -> None:
     sent = produce(settings, records(6_000, seed=32))
     store = Store(settings)
     engine = EngineProcess(env, tmp_path / "engine.log").start()
@@ -94,25 +90,14 @@ def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[st
     assert wait_until(lambda: "missed its heartbeat" in engine.log(), timeout_s=30), engine.log()[-2000:]
     assert wait_until(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 10)
     assert wait_until(lambda: engine.log().count("spawned worker") >= 3)
-    time.sleep(2)
-    stack.restart_kafka()  # stands in for the session expiry of the killed member
     assert_all_stored(store, sent, engine)
     assert engine.terminate() == 0
 
 
-def settled(predicate, stack: LocalStack) -> bool:  # type: ignore[no-untyped-def]
-    """Wait for a rebalance to settle. The embedded coordinator sometimes strands a cooperative rebalance
-    half-way (no member is handed the revoked partitions); a broker restart, the same stand-in the tests use
-    for session expiry, unsticks it. Real Kafka needs no such help."""
-    if wait_until(predicate, 60):
-        return True
-    stack.restart_kafka()
-    return wait_until(predicate, 180)
 
 
 def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: Settings, env: dict[str, str],
-                                                                    engines: list, tmp_path: Path,
-                                                                    stack: LocalStack) -> None:
+                                                                    engines: list, tmp_path: Path) -> None:
     sent = produce(settings, records(10_000, seed=33))
     store = Store(settings)
     first = EngineProcess({**env, "ENGINE_WORKERS": "1"}, tmp_path / "first.log", workers=1).start()
@@ -121,13 +106,13 @@ def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: S
     second_env = {**env, "ENGINE_INSTANCE_ID": env["ENGINE_INSTANCE_ID"] + "-b", "ENGINE_METRICS_PORT": "0"}
     second = EngineProcess(second_env, tmp_path / "second.log", workers=1).start()
     engines.append(second)
-    assert settled(lambda: "assigned [(" in second.log(), stack), second.log()
+    assert wait_until(lambda: "assigned [(" in second.log(), 90), second.log()
     # the first gave up part of its partitions: revoked, or "lost" when the broker ended its generation first
     assert " revoked " in first.log() or " lost " in first.log(), first.log()[-2000:]
     more = produce(settings, records(10_000, seed=34))
     assignments = first.log().count("assigned [(")
     assert second.terminate() == 0  # it leaves the group: the first takes its partitions back
-    assert settled(lambda: first.log().count("assigned [(") > assignments, stack), first.log()[-2000:]
+    assert wait_until(lambda: first.log().count("assigned [(") > assignments, 90), first.log()[-2000:]
     last = produce(settings, records(4_000, seed=35))
     total = Sent(sent.records + more.records + last.records)
     assert_all_stored(store, total, first)

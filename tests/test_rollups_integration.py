@@ -15,11 +15,9 @@ from common.settings import load_settings
 from common.stack import LocalStack
 from common.topics import create_topics
 from common.traffic import generate
-from tests.harness import EngineProcess, Store, fresh_stack_fixture, produce, rollup_cells, stored_server_spans
+from tests.harness import EngineProcess, Store, produce, rollup_cells, stored_server_spans
 
 pytestmark = pytest.mark.integration
-
-stack = fresh_stack_fixture()
 def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: dict[str, str], unique: str,
                                                                  tmp_path: Path, stack: LocalStack) -> None:
     env = {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
@@ -37,7 +35,6 @@ def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: d
         while store.count("traces-apm") < 4000 and time.monotonic() < deadline:
             time.sleep(0.2)
         first.kill9()
-        stack.restart_kafka()  # stands in for the session expiry of the dead members
         second = EngineProcess(env, tmp_path / "engine-2.log").start()
         produce(settings, stream[10_000:])
         late = [r for hours_ago in (10 / 60, 1.5, 6)

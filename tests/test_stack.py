@@ -1,0 +1,121 @@
+"""The local stack is the real Apache Kafka and OpenSearch; it starts, answers, applies our templates, stops
+without leaving anything behind, and refuses to start with one clear line when it cannot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from common.clients import opensearch_client
+from common.indices import LOGS, SPAN_MAPPING, TRACES, IndexNames, install_templates
+from common.settings import load_settings
+from common.stack import LocalStack, free_port, port_open
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300, check=False)
+
+
+def pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_the_search_server_is_opensearch(stack: LocalStack) -> None:
+    with urllib.request.urlopen(stack.search_url, timeout=10) as answer:
+        about = json.load(answer)
+    assert about["version"]["distribution"] == "opensearch"
+    assert about["version"]["number"].startswith("2.19.")
+
+
+def test_the_broker_is_apache_kafka_in_kraft_mode(stack: LocalStack) -> None:
+    admin = AdminClient({"bootstrap.servers": stack.brokers})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([resource])[resource].result(timeout=20)
+    assert configs["process.roles"].value == "broker,controller"
+    assert configs["group.min.session.timeout.ms"].value == "1000"  # tests expire a killed member within seconds
+
+
+def test_index_templates_apply_to_a_daily_index_nobody_created(stack: LocalStack, unique: str) -> None:
+    client = opensearch_client(load_settings(stack.env()))
+    names = IndexNames(f"{unique}-")
+    install_templates(client, names)
+    index = names.daily(TRACES, int(time.time() * 1000))
+    client.index(index=index, id="1", body={"trace_id": "ab" * 16, "duration_ms": 5, "labels": {"team": "x"}},
+                 refresh=True)
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["trace_id"] == SPAN_MAPPING["properties"]["trace_id"] == {"type": "keyword"}
+    assert mapping["duration_ms"]["type"] == "double"  # dynamic mapping would have made it a long
+    assert mapping["labels"]["properties"]["team"]["type"] == "keyword"
+    assert client.indices.get_settings(index=index)[index]["settings"]["index"]["refresh_interval"] == "1s"
+    assert names.pattern(LOGS) in client.indices.get_index_template(name=names.base(LOGS))[
+        "index_templates"][0]["index_template"]["index_patterns"]
+
+
+def test_stack_up_and_down_leave_no_process_and_no_port(tmp_path: Path) -> None:
+    kafka_port, search_port = free_port(), free_port()
+    data_dir = tmp_path / "stack"
+    up = cli("stack", "up", "--data-dir", str(data_dir), "--kafka-port", str(kafka_port),
+             "--search-port", str(search_port))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "topic apm.spans: created" in up.stdout
+    stack = LocalStack.load(str(data_dir))
+    assert stack is not None and stack.alive()
+    assert cli("stack", "status", "--data-dir", str(data_dir)).returncode == 0
+
+    down = cli("stack", "down", "--data-dir", str(data_dir))
+    assert down.returncode == 0 and down.stdout.strip() == "down"
+    groups = {stack.kafka_pid, stack.search_pid}
+    left = [p for p in psutil.process_iter() if pgid(p.pid) in groups and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == []  # (an exited JVM may wait as a zombie for its new parent, which is not ours, to reap it)
+    ports = (kafka_port, search_port, stack.controller_port, stack.transport_port)
+    assert not any(port_open(port) for port in ports)
+    assert cli("stack", "status", "--data-dir", str(data_dir)).returncode == 1
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("stack", "up", "--data-dir", str(tmp_path), "--kafka-port", str(port),
+                     "--search-port", str(free_port()))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"panopticon stack: port {port} (PANOPTICON_KAFKA_PORT / --kafka-port) "
+                                     "is in use by another program")
+
+
+def test_no_java_or_no_maven_says_what_to_install(tmp_path: Path) -> None:
+    args = ("stack", "up", "--data-dir", str(tmp_path), "--kafka-port", str(free_port()),
+            "--search-port", str(free_port()))
+    no_java = cli(*args, env={"JAVA_HOME": str(tmp_path / "no-jdk")})
+    assert no_java.returncode == 2
+    assert "needs Java" in no_java.stderr and "infra/compose.yaml" in no_java.stderr
+    assert len(no_java.stderr.strip().splitlines()) == 1
+
+    java_only = tmp_path / "bin"
+    java_only.mkdir()
+    java = shutil.which("java")
+    assert java is not None
+    (java_only / "java").symlink_to(java)
+    no_maven = cli(*args, env={"PATH": str(java_only), "JAVA_HOME": "",
+                               "PANOPTICON_STACK_CACHE": str(tmp_path / "cache")})
+    assert no_maven.returncode == 2
+    assert "needs Maven" in no_maven.stderr and "infra/compose.yaml" in no_maven.stderr
