@@ -78,6 +78,27 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env
     assert engine.terminate() == 0
 
 
+def test_with_static_membership_a_replaced_worker_takes_its_seat_at_once(settings: Settings, env: dict[str, str],
+                                                                         engines: list, tmp_path: Path) -> None:
+    """The replacement joins with the dead worker's group.instance.id: the broker hands it the seat at once,
+    so its partitions do not wait for the dead member's session (60 s here) to expire."""
+    static_env = {**env, "ENGINE_STATIC_MEMBERSHIP": "true", "ENGINE_SESSION_TIMEOUT_MS": "60000"}
+    first = produce(settings, records(4_000, seed=37))
+    store = Store(settings)
+    engine = EngineProcess(static_env, tmp_path / "engine.log").start()
+    engines.append(engine)
+    assert_all_stored(store, first, engine)
+    workers(engine)[0].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert wait_until(lambda: engine.log().count("spawned worker") >= 3)
+    more = produce(settings, records(4_000, seed=38))
+    total = Sent(first.records + more.records)
+    assert store.wait_for("logs-apm", total.valid_logs(), timeout_s=50) == total.valid_logs(), engine.log()[-2000:]
+    assert time.monotonic() - killed_at < 55, "the partitions waited for the dead member's session to expire"
+    assert_all_stored(store, total, engine)
+    assert engine.terminate() == 0
+
+
 def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[str, str], engines: list,
                                                tmp_path: Path) -> None:
     sent = produce(settings, records(6_000, seed=32))
