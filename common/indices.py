@@ -1,8 +1,9 @@
 """Index names, mappings and templates; daily index creation and retention.
 
 Daily indices are named from the event's UTC date, so a replayed record lands in the same index.
-The embedded search server stores templates but does not apply them, so every daily index is created
-explicitly with its mappings before the first write (and the template is installed for real clusters).
+The index templates give any daily index its mapping when a write creates it; the engine also creates each
+daily index explicitly before its first write, which keeps working on clusters that forbid
+``action.auto_create_index`` and when a template was deleted.
 """
 
 from __future__ import annotations
