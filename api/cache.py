@@ -1,7 +1,9 @@
 """A small in-process cache of answers: sliding-window responses (``to`` = now, quantized to 10 s) and, in
 ``api.red``, rollup answers keyed by the minutes they read.
 
-Entries live ``ttl_s`` seconds and the cache holds at most ``max_entries`` (least recently used goes first).
+Entries live ``ttl_s`` seconds and the cache holds at most ``max_entries`` (least recently used goes first);
+every new entry drops the expired ones, so sliding-window keys, each asked once, do not pile up until
+``max_entries`` (a 10,000-log answer is megabytes).
 A missing key is computed by one thread while the others asking for it wait (``through``).
 Thread-safe: gunicorn threads of one worker share it. The clock is injected so tests need no sleeps.
 """
@@ -43,9 +45,11 @@ class ResponseCache:
             return entry[1]
 
     def put(self, key: Hashable, value: Any) -> None:
-        expires = self._clock() + self._ttl_s
+        now = self._clock()
         with self._lock:
-            self._entries[key] = (expires, value)
+            for old in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+                del self._entries[old]
+            self._entries[key] = (now + self._ttl_s, value)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)

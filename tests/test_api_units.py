@@ -97,6 +97,16 @@ def test_cache_expires_and_is_bounded() -> None:
     assert cache.through(None, lambda: "fresh") == "fresh"
 
 
+def test_expired_answers_do_not_pile_up() -> None:
+    """Sliding windows ask a new key every few seconds: what expired must go, not wait for max_entries."""
+    clock = FakeClock()
+    cache = ResponseCache(ttl_s=5, max_entries=512, clock=clock)
+    for second in range(600):
+        cache.put(("logs", second), "a page of 10,000 logs")
+        clock.now += 1
+    assert len(cache) == 5
+
+
 def test_cache_computes_a_missing_key_once_for_threads_asking_at_once() -> None:
     import threading
 
