@@ -121,6 +121,10 @@ def table(title: str, routes: dict[str, Route], rss: list[float]) -> None:
         print(f"RSS of every process of the run: now {rss[-1]:,.0f} MB, max {max(rss):,.0f} MB", flush=True)
 
 
+def interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="minutes left out of the final table")
     args = parser.parse_args(argv)
     minutes = 3.0 if args.quick else args.minutes
+    for stop in (signal.SIGINT, signal.SIGTERM):  # also when started in the background, where SIGINT is ignored
+        signal.signal(stop, interrupt)
     report = Report("soak")
     with tempfile.TemporaryDirectory(prefix="panopticon-soak-", ignore_cleanup_errors=True) as data_dir:
         ports = {name: str(free_port()) for name in ("PANOPTICON_KAFKA_PORT", "PANOPTICON_SEARCH_PORT", "PORT",
