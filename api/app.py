@@ -12,7 +12,7 @@ import msgspec
 from api import errors, openapi
 from api.cache import ResponseCache
 from api.metrics import ApiMetrics
-from api.middleware import Cors, RawPath, Telemetry
+from api.middleware import BearerAuth, Cors, RawPath, Telemetry
 from api.red import RedSource, rollup_source
 from api.resources.base import Deps, Resource
 from api.resources.error_groups import ErrorGroupsResource
@@ -54,6 +54,8 @@ def create_app(settings: Settings, search: Search, red: RedSource | None = None,
                 cache=cache or ResponseCache(ttl_s=CACHE_TTL_S, max_entries=CACHE_ENTRIES))
     metrics = metrics or ApiMetrics()
     middleware: list[Any] = [Telemetry(metrics), Cors(settings.origins(settings.cors_allowed_origins)), RawPath()]
+    if settings.api_auth_token:
+        middleware.append(BearerAuth(settings.api_auth_token))
     app = falcon.App(
         middleware=middleware,
         cors_enable=False,

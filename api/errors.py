@@ -1,8 +1,9 @@
 """Domain errors and the one place that maps every failure to the JSON error shape.
 
-The client always gets ``{"error", "message", "field"}``: 400 for a bad parameter (``field`` names it), 404 for
-a missing trace, 503 when the search cluster cannot be reached in time. Anything unexpected is logged here with
-its stack trace and answered 500 with a generic sentence: no stack trace or query-DSL error reaches a client.
+The client always gets ``{"error", "message", "field"}``: 400 for a bad parameter (``field`` names it), 401
+without the bearer token (when API_AUTH_TOKEN is set), 404 for a missing trace, 503 when the search cluster
+cannot be reached in time. Anything unexpected is logged here with its stack trace and answered 500 with a
+generic sentence: no stack trace or query-DSL error reaches a client.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ _HTTP_CODES = {
     404: ("not_found", "No route matches this path."),
     405: ("method_not_allowed", "This route answers GET, HEAD and OPTIONS only."),
     400: ("bad_request", "The request is malformed."),
+    401: ("unauthorized", "This route needs the header Authorization: Bearer <API_AUTH_TOKEN>."),
 }
 
 

@@ -38,11 +38,25 @@ def prepare_metrics_dir(env: dict[str, str]) -> str:
     return str(path)
 
 
+def listen_address(settings: Any, args: argparse.Namespace) -> tuple[str, int, str] | None:
+    """(host, port, the variable or flag that chose it) of a TCP bind; None for what gunicorn alone reads."""
+    if not args.bind:
+        return "0.0.0.0", settings.port, "PORT"
+    host, _, port = args.bind.rpartition(":")
+    if not host or not port.isdigit() or host.startswith("unix"):
+        return None
+    return host.strip("[]"), int(port), "--bind"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Validate the settings, prepare the metrics directory, then become the gunicorn arbiter."""
+    """Validate the settings and the port, prepare the metrics directory, then become the gunicorn arbiter."""
+    from common.ports import check_port
     from common.settings import load_settings
 
-    load_settings()  # a bad variable stops here, with a message naming it
+    settings = load_settings()  # a bad variable stops here, with a message naming it
+    address = listen_address(settings, args)
+    if address is not None:
+        check_port(*address)  # a port in use too, before gunicorn's retries
     env = dict(os.environ)
     env[MULTIPROC_ENV] = prepare_metrics_dir(env)
     env[READY_ENV] = "1"
@@ -71,6 +85,7 @@ def gunicorn_options(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "proc_name": "panopticon-api",
         "child_exit": child_exit,
+        "control_socket_disable": True,  # else one fixed path per user ($HOME/.gunicorn): instances would share it
     }
 
 

@@ -1,4 +1,5 @@
-"""Cross-cutting request handling: raw-path routing, CORS, and one access-log line plus metrics per request."""
+"""Cross-cutting request handling: raw-path routing, CORS, the optional bearer token, and one access-log line
+plus metrics per request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 import falcon
 
 from api.metrics import ApiMetrics, end_tally, start_tally
+from common.auth import bearer, token_matches
 
 access_log = logging.getLogger("api.access")
 
@@ -67,6 +69,22 @@ class Cors:
             if requested:
                 resp.set_header("Access-Control-Allow-Headers", requested)
             resp.set_header("Access-Control-Max-Age", "600")
+
+
+class BearerAuth:
+    """With API_AUTH_TOKEN set, every request needs ``Authorization: Bearer <token>`` (compared in constant
+    time), except ``/health``, ``/metrics`` and CORS preflights (browsers send those without credentials)."""
+
+    OPEN = frozenset({"/health", "/metrics"})
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method == "OPTIONS" or req.path in self.OPEN:
+            return
+        if not token_matches(bearer(req.get_header("Authorization")), self._token):
+            raise falcon.HTTPUnauthorized(challenges=["Bearer"])
 
 
 class Telemetry:

@@ -46,6 +46,7 @@ class ErrorFeed:
                  consumer_factory: ConsumerFactory = Consumer,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._topic = settings.kafka_apm_log_error_topic
+        self._brokers = settings.kafka_brokers
         self._config = consumer_config(settings, instance_group_id(settings.error_stream_kafka_group_id),
                                        settings.error_stream_kafka_client_id)
         self._hub = hub
@@ -79,8 +80,8 @@ class ErrorFeed:
                 self._session()
             except Exception as exc:  # a broken session is retried; the bridge keeps serving
                 self.state = "restarting"
-                log.error("error feed failed (%s: %s); retrying in %.0fs", exc.__class__.__name__, exc,
-                          RETRY_AFTER_S)
+                log.error("error feed failed (%s: %s) reading %s at KAFKA_BROKERS=%s; retrying in %.0fs",
+                          exc.__class__.__name__, exc, self._topic, self._brokers, RETRY_AFTER_S)
                 self._stop.wait(RETRY_AFTER_S)
         self.state = "stopped"
 

@@ -10,6 +10,7 @@ from prometheus_client import disable_created_metrics
 from bridge.runner import BridgeApplication
 from bridge.service import ServerOptions
 from common.logs import setup_logging
+from common.ports import check_port
 from common.settings import load_settings
 
 log = logging.getLogger("bridge")
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_port(args.host, settings.error_stream_port, "ERROR_STREAM_PORT")  # before gunicorn's retries
     setup_logging(settings, "bridge")
     disable_created_metrics()  # no *_created series next to every counter
     options = ServerOptions(host=args.host, port=settings.error_stream_port,

@@ -1,7 +1,8 @@
 """The WSGI application: routes /health, /metrics and the WebSocket path (plain or Socket.IO).
 
-The `Origin` check happens before any upgrade. Nothing here writes a stack trace to a client: an
-unexpected error before the upgrade is a plain 500, after it the connection is closed.
+The `Origin` check and, with API_AUTH_TOKEN set, the token check (``Authorization: Bearer <token>`` or
+``?access_token=<token>``, which browsers can send) happen before any upgrade. Nothing here writes a stack
+trace to a client: an unexpected error before the upgrade is a plain 500, after it the connection is closed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bridge.plain import InlineReader, PlainSession
 from bridge.sender import Sender
 from bridge.sio import SOCKET_KEY, SocketIOSide
 from bridge.sockets import GuardedSocket, tune
+from common.auth import bearer, token_matches
 
 log = logging.getLogger("bridge.server")
 
@@ -40,9 +42,10 @@ class Health(msgspec.Struct, frozen=True):
 class BridgeApp:
     def __init__(self, ws_path: str, origins: frozenset[str], hub: Hub, sender: Sender, sio: SocketIOSide,
                  metrics: BridgeMetrics, feed_state: Callable[[], str], queue_size: int,
-                 send_buffer_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+                 send_buffer_bytes: int, clock: Callable[[], float] = time.monotonic, token: str = "") -> None:
         self._ws_path = ws_path.rstrip("/") or "/"
         self._origins = origins
+        self._token = token
         self._hub = hub
         self._sender = sender
         self._sio = sio
@@ -92,6 +95,11 @@ class BridgeApp:
             self._metrics.rejected.labels("origin").inc()
             log.info("refused: peer=%s origin=%r not allowed", _peer(environ), origin)
             return _text(start_response, "403 Forbidden", "origin not allowed\n")
+        if self._token and not self._authorized(environ):
+            self._metrics.rejected.labels("unauthorized").inc()
+            log.info("refused: peer=%s without the right token", _peer(environ))
+            return _text(start_response, "401 Unauthorized", "a bearer token is required\n",
+                         [("WWW-Authenticate", "Bearer")])
         raw = environ.get(SOCKET)
         if raw is None or environ.get("HTTP_UPGRADE", "").lower() != "websocket":
             self._metrics.rejected.labels("not-websocket").inc()
@@ -100,6 +108,12 @@ class BridgeApp:
         if parse_qs(environ.get("QUERY_STRING", "")).get("EIO") == ["4"]:
             return self._socketio(environ, raw, start_response)
         return self._plain(environ, raw, start_response)
+
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        given = bearer(environ.get("HTTP_AUTHORIZATION"))
+        if given is None:
+            given = parse_qs(environ.get("QUERY_STRING", "")).get("access_token", [None])[-1]
+        return token_matches(given, self._token)
 
     def _socketio(self, environ: dict[str, Any], raw: Any, start_response: StartResponse) -> Iterable[bytes]:
         sock = GuardedSocket(raw)
@@ -138,7 +152,9 @@ def _peer(environ: dict[str, Any]) -> str:
     return f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
 
 
-def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
+def _text(start_response: StartResponse, status: str, body: str,
+          headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     data = body.encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
+                            *(headers or [])])
     return [data]

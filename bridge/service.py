@@ -49,7 +49,7 @@ class Bridge:
         self.app = BridgeApp(
             settings.error_stream_ws_path, settings.origins(settings.error_stream_ws_origins), self.hub,
             self.sender, self.sio, self.metrics, lambda: self.feed.state, settings.error_stream_queue_size,
-            options.send_buffer_bytes,
+            options.send_buffer_bytes, token=settings.api_auth_token,
         )
         self._shut_down = False
 

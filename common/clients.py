@@ -1,20 +1,63 @@
-"""Kafka and OpenSearch client factories: the only place that turns Settings into client configuration.
+"""Kafka and OpenSearch client factories: the only place that turns Settings into client configuration, and
+that turns the servers' refusals into lines naming the variable to fix.
 
 Create clients in the process that uses them (after a fork): librdkafka threads do not survive ``fork()``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import socket
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-from common.settings import Settings
+import msgspec
+
+from common.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
+
+log = logging.getLogger(__name__)
+
+KAFKA_ERROR_EVERY_S = 30.0
+
+
+class KafkaErrorLog:
+    """librdkafka's ``error_cb``: one readable line naming KAFKA_BROKERS, repeated every KAFKA_ERROR_EVERY_S
+    while the error lasts, instead of silence or librdkafka's own line per connection attempt."""
+
+    def __init__(self, brokers: str, every_s: float = KAFKA_ERROR_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._brokers = brokers
+        self._every_s = every_s
+        self._clock = clock
+        self._logged: dict[object, float] = {}
+
+    def __call__(self, error: KafkaError) -> None:
+        from confluent_kafka import KafkaError  # loaded by Kafka's users only: the query API has none
+
+        unreachable = error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE)
+        key = "unreachable" if unreachable else error.code()
+        now = self._clock()
+        if now - self._logged.get(key, -math.inf) < self._every_s:
+            return
+        self._logged[key] = now
+        what = "Kafka unreachable" if unreachable else "Kafka error"
+        log.log(logging.ERROR if error.fatal() else logging.WARNING, "%s at KAFKA_BROKERS=%s: %s; retrying",
+                what, self._brokers, error.str())
 
 
 def kafka_base(settings: Settings, client_id: str) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_brokers,
         "client.id": f"{client_id}-{socket.gethostname()}",
+        "error_cb": KafkaErrorLog(settings.kafka_brokers),
+        "logger": logging.getLogger("librdkafka"),  # its own lines, quieted by common.logs: error_cb speaks
+        "log.connection.close": False,  # an idle connection the broker closes is no error
     }
     if settings.kafka_msk_iam:
         conf.update(_msk_iam(settings))
@@ -25,8 +68,8 @@ def kafka_base(settings: Settings, client_id: str) -> dict[str, Any]:
 def _msk_iam(settings: Settings) -> dict[str, Any]:
     try:
         from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
-    except ImportError as exc:  # pragma: no cover - optional extra
-        raise RuntimeError("KAFKA_MSK_IAM=true needs the 'msk' extra: pip install 'panopticon[msk]'") from exc
+    except ImportError:  # pragma: no cover - optional extra
+        raise SettingsError("KAFKA_MSK_IAM", "true needs the 'msk' extra: pip install 'panopticon[msk]'") from None
 
     def oauth_cb(_config: str) -> tuple[str, float]:
         token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(settings.kafka_msk_region)
@@ -92,3 +135,54 @@ def opensearch_client(settings: Settings, timeout_s: float | None = None, **extr
         kwargs["ca_certs"] = settings.opensearch_ca_certs
     kwargs.update(extra)
     return OpenSearch(**kwargs)
+
+
+# ---------------------------------------------------------------- the search cluster's refusals
+
+CREDENTIALS = "OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD"
+
+
+def search_error(body: object) -> tuple[str, str]:
+    """(error type, reason) of a search cluster's error answer (bytes, text or parsed), on one line."""
+    if isinstance(body, (bytes, bytearray, memoryview, str)):
+        raw = body
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            text = raw if isinstance(raw, str) else bytes(raw).decode(errors="replace")
+            return "", " ".join(text.split())[:300]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("type", "")), " ".join(str(error.get("reason", "")).split())[:300]
+        return "", " ".join(str(error).split())[:300]
+    return "", ""
+
+
+def search_refusal(settings: Settings, status: object, body: object) -> SettingsError | None:
+    """A 401, or a 403 that is about permissions, as the error naming what to fix; None for anything else
+    (a 403 ``cluster_block_exception`` is a blocked index, not a refusal of these credentials)."""
+    url = safe_url(settings.opensearch_url)
+    user = settings.opensearch_username
+    if status == 401:
+        if not user:
+            return SettingsError(CREDENTIALS, f"the search cluster at {url} requires credentials (HTTP 401); "
+                                              "none are set")
+        return SettingsError(CREDENTIALS, f"the search cluster at {url} refused the credentials of user "
+                                          f"{user!r} (HTTP 401)")
+    if status == 403:
+        kind, reason = search_error(body)
+        if kind == "cluster_block_exception":
+            return None
+        who = f"user {user!r} (OPENSEARCH_USERNAME)" if user else "anonymous access (OPENSEARCH_USERNAME unset)"
+        return SettingsError("OPENSEARCH_USERNAME", f"the search cluster at {url} denied {who} a permission "
+                                                    f"the engine needs (HTTP 403): {reason or 'forbidden'}")
+    return None
+
+
+def safe_url(url: str) -> str:
+    """The URL without the credentials it may carry (``https://user:password@host``), fit for a log line."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

@@ -40,3 +40,5 @@ def setup_logging(settings: Settings, component: str) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("opensearch", "urllib3", "kafka"):  # our own lines say what failed, once
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # librdkafka logs every failed connection attempt; its errors reach common.clients.KafkaErrorLog instead
+    logging.getLogger("librdkafka").setLevel(logging.WARNING if settings.log_level == "DEBUG" else logging.CRITICAL)

@@ -21,6 +21,7 @@ from common.schema import KINDS, LEVELS, STATUSES, LabelValue, LogDoc, SpanDoc
 MAX_LABELS = 64
 MAX_LABEL_VALUE = 256
 MAX_LABEL_KEY = 128
+MAX_CLEAN_KEYS = 4096  # label keys a refiner remembers as clean
 _MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -165,26 +166,11 @@ def _label_value(value: object) -> LabelValue | None:
     return _json_encode(value).decode()[:MAX_LABEL_VALUE]
 
 
-_clean_label_keys: set[str] = set()  # keys seen to need no cleaning (bounded)
-
-
-def _already_clean(labels: dict[Any, Any]) -> bool:
-    """The common case: few labels, every key one already seen clean, every value a short string."""
-    if len(labels) > MAX_LABELS or not _clean_label_keys.issuperset(labels):
-        return False
-    for value in labels.values():
-        if type(value) is not str or len(value) > MAX_LABEL_VALUE:
-            return False
-    return True
-
-
 def refine_labels(labels: object, extra: Mapping[str, Any] | None = None) -> tuple[dict[str, LabelValue], int]:
     """Labels with the contract's bounds, plus the scalar ones of the unknown top-level keys (``extra``);
-    returns (labels, how many non-scalar unknown keys were dropped)."""
+    returns (labels, how many non-scalar unknown keys were dropped). A function of its arguments alone."""
     if labels is not None and not isinstance(labels, dict):
         raise Invalid("labels", f"expected an object, got {type(labels).__name__}")
-    if not extra and labels and _already_clean(labels):
-        return labels, 0
     out: dict[str, LabelValue] = {}
     if labels:
         for key, value in labels.items():
@@ -195,10 +181,7 @@ def refine_labels(labels: object, extra: Mapping[str, Any] | None = None) -> tup
             else:
                 clean = _label_value(value)
             if clean is not None:
-                clean_key = _label_key(key)
-                if clean_key == key and len(_clean_label_keys) < 4096:
-                    _clean_label_keys.add(key)
-                out.setdefault(clean_key, clean)
+                out.setdefault(_label_key(key), clean)
     dropped = 0
     if not extra:
         return out, dropped
@@ -340,6 +323,7 @@ class Refiner:
         self._canonical_second = 0  # ... and its epoch second
         self._now_ms = -1
         self._now_text = ""
+        self._clean_keys: set[str] = set()  # label keys known to need no cleaning: this refiner's, bounded
 
     def _environment(self, raw: str | None) -> str:
         env = self._envs.get(raw) if raw is not None else None
@@ -379,8 +363,8 @@ class Refiner:
         if env is None or service.strip() is not service:  # an unseen environment, or a name to trim
             return None
         labels = ev.labels
-        if labels and not _clean_label_keys.issuperset(labels):
-            ev.labels = refine_labels(labels)[0]  # keys cleaned; the values were clean already
+        if labels and not self._clean_keys.issuperset(labels):
+            ev.labels = self._with_clean_keys(labels)
         ev.environment = env
         epoch_ms, ev.timestamp, defaulted = self._time(ev.timestamp, default_ms)
         if defaulted:
@@ -388,6 +372,13 @@ class Refiner:
         ev.ingested_at = self._ingested_at(now_ms)  # type: ignore[assignment]
         ev.type = kind
         return epoch_ms
+
+    def _with_clean_keys(self, labels: dict[str, Any]) -> dict[str, LabelValue]:
+        """The labels of a clean event with their keys cleaned (msgspec checked the values). Remembers the keys
+        that needed nothing, so the next event with them keeps its labels as they are: the same document."""
+        if len(self._clean_keys) < MAX_CLEAN_KEYS:
+            self._clean_keys.update(key for key in labels if _label_key(key) == key)
+        return refine_labels(labels)[0]
 
     def complete_log(self, ev: StoredLog, default_ms: int, now_ms: int) -> int | None:
         """Completes a clean log event into its stored document; returns its epoch ms, or None when the event

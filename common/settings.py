@@ -69,17 +69,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bulk_batch_bytes_mb: Annotated[float, msgspec.Meta(gt=0, le=512)] = 8.0
     bulk_flush_interval_ms: Positive = 1000
     bulk_max_parallel_flushes: Positive = 2
+    bulk_retry_streak_s: PositiveFloat = 30.0  # a request retried this long is logged at WARNING and counted
     stream_throughput_batch_size: int = 5000
     stream_throughput_min_interval_ms: NonNegative = 10_000
     stream_throughput_target_count: NonNegative | None = None
     rollup_flush_interval_ms: Positive = 5000
     rollup_grace_ms: NonNegative = 60_000  # how long after its minute a span still counts as on time
+    rollup_hourly_grace_ms: NonNegative = 300_000  # an hour is compacted into the 1-hour tier this long after it ends
+    rollup_hourly_interval_ms: Positive = 300_000  # how often the compactor looks for hours to (re)compact
 
     # Query API
     port: Port = 3001
     api_workers: Positive = 2
     api_threads: Positive = 4
     cors_allowed_origins: str = ""
+    api_auth_token: str = ""  # bearer token of the query API and the bridge's handshake; empty: no authentication
 
     # Error stream bridge
     error_stream_port: Port = 3010

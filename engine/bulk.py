@@ -1,7 +1,11 @@
 """The flushing side: sends a batch's block to ``_bulk`` and reads every item of the answer.
 
-Transient failures (connection errors, HTTP 429/502/503/504, item 429 or 5xx) are retried with
-exponential backoff and full jitter, without limit in count, until the flusher is told to stop.
+Transient failures (connection errors, HTTP 429 and 5xx, a 403 cluster block, item 429 or 5xx) are retried
+with exponential backoff and full jitter, without limit in count, until the flusher is told to stop; a
+request still failing after BULK_RETRY_STREAK_S is logged at WARNING with its cause and counted
+(``retry_streaks``). An authentication or authorization refusal (401, a permission 403, for the request or an
+item) is not transient: the flusher stops and keeps the refusal in ``refusal`` for the worker, which stops
+the engine; the batch is abandoned, so its offsets are never committed.
 Items answered 201 or 409 are stored; other 4xx items are permanent refusals, bound for the DLQ.
 """
 
@@ -19,13 +23,15 @@ from typing import Any, cast
 import msgspec
 import urllib3
 
-from common.settings import Settings
+from common.clients import search_error, search_refusal
+from common.settings import Settings, SettingsError
 from engine.batch import Batch
+from engine.counters import C, CounterSlot
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504, 401, 403})
 OK_STATUS = frozenset({200, 201, 409})
+WARN_EVERY_ATTEMPTS = 10  # once a streak is long, a WARNING line every this many attempts
 
 
 class ItemResult(msgspec.Struct):
@@ -67,10 +73,26 @@ class TransientError(Exception):
     pass
 
 
+def transient(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class Streak:
+    """Consecutive failed attempts at one request."""
+
+    __slots__ = ("started", "attempts", "long")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.attempts = 0
+        self.long = False
+
+
 class BulkClient:
     """A lean HTTP client for ``_bulk``: the body is sent as it lies in the block, the answer parsed by msgspec."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         headers = {"Content-Type": "application/x-ndjson"}
         if settings.opensearch_username:
             headers.update(urllib3.make_headers(
@@ -88,14 +110,19 @@ class BulkClient:
         self._summary = msgspec.json.Decoder(BulkAnswerSummary)
 
     def send(self, body: bytes | memoryview) -> BulkAnswer | None:
-        """None when every item succeeded; the full answer otherwise. Raises TransientError."""
+        """None when every item succeeded; the full answer otherwise. Raises TransientError, or SettingsError
+        when the cluster refuses the credentials."""
         try:
             answer = self._pool.request("POST", self._url, body=cast(Any, body), preload_content=True)
         except urllib3.exceptions.HTTPError as exc:
-            raise TransientError(f"search cluster unreachable: {exc}") from exc
-        if answer.status in RETRY_STATUS:
-            raise TransientError(f"_bulk answered HTTP {answer.status}")
+            raise TransientError(f"unreachable: {exc}") from exc
         data = answer.data
+        refusal = search_refusal(self._settings, answer.status, data)
+        if refusal is not None:
+            raise refusal
+        if transient(answer.status) or answer.status == 403:  # 403 here: a cluster block, lifted by an operator
+            _, reason = search_error(data)
+            raise TransientError(f"_bulk answered HTTP {answer.status}" + (f": {reason}" if reason else ""))
         if answer.status >= 400:
             return BulkAnswer(errors=True, items=[])  # whole request refused: caller refuses every item
         try:
@@ -123,10 +150,16 @@ class Flusher:
     """
 
     def __init__(self, settings: Settings, ensure_index: Callable[[str, str], None],
-                 threads: int, client_factory: Callable[[], BulkClient] | None = None) -> None:
+                 threads: int, client_factory: Callable[[], BulkClient] | None = None,
+                 counters: CounterSlot | None = None) -> None:
         self.todo: queue.Queue[Batch | None] = queue.Queue()
         self.done: queue.Queue[FlushResult] = queue.Queue()
+        self.refusal: SettingsError | None = None  # set once, by the first thread refused: the engine must stop
+        self._settings = settings
         self._ensure = ensure_index
+        self._counters = counters
+        self._counting = threading.Lock()  # flusher threads share one counter slot
+        self._long_s = settings.bulk_retry_streak_s
         self._stop = threading.Event()
         self._factory = client_factory or (lambda: BulkClient(settings))
         self._threads = [threading.Thread(target=self._run, name=f"flusher-{i}", daemon=True)
@@ -162,23 +195,49 @@ class Flusher:
         finally:
             client.close()
 
-    def _sleep(self, attempt: int, why: str) -> bool:
-        delay = self._backoff.delay(attempt)
-        if attempt in (0, 3) or attempt % 10 == 0:
-            log.warning("search cluster: %s; retrying (attempt %d, next in %.2fs)", why, attempt + 1, delay)
+    def _retry(self, streak: Streak, why: str) -> bool:
+        """Wait before the next attempt (False: told to stop). A streak that lasts BULK_RETRY_STREAK_S is
+        logged at WARNING with its cause and counted once; shorter ones leave an INFO line at their start."""
+        delay = self._backoff.delay(streak.attempts)
+        streak.attempts += 1
+        lasted = time.monotonic() - streak.started
+        became_long = not streak.long and lasted >= self._long_s
+        if became_long:
+            streak.long = True
+            self._count(C.retry_streaks)
+        if became_long or (streak.long and streak.attempts % WARN_EVERY_ATTEMPTS == 0):
+            log.warning("search cluster: %s; retrying for %.0fs now (%d attempts, next in %.1fs)", why, lasted,
+                        streak.attempts, delay)
+        elif streak.attempts == 1:
+            log.info("search cluster: %s; retrying in %.2fs", why, delay)
         return not self._stop.wait(delay)
 
+    def _refused(self, refusal: SettingsError) -> None:
+        """Not worth a retry: stop every thread; the worker reads ``refusal`` and stops the engine."""
+        if self.refusal is None:
+            self.refusal = refusal
+        self._stop.set()
+
+    def _count(self, counter: int) -> None:
+        if self._counters is not None:
+            with self._counting:
+                self._counters.add(counter)
+
     def _ensure_indices(self, batch: Batch) -> bool:
-        attempt = 0
+        streak = Streak()
         while True:
             try:
                 for kind, index in batch.indices:
                     self._ensure(kind, index)
                 return True
-            except Exception as exc:  # any failure to create an index is retried
-                if not self._sleep(attempt, f"creating an index failed ({exc})"):
+            except Exception as exc:  # a refusal stops; any other failure to create an index is retried
+                status, body = getattr(exc, "status_code", None), getattr(exc, "info", None)  # opensearch-py's
+                refusal = search_refusal(self._settings, status, body)
+                if refusal is not None:
+                    self._refused(refusal)
                     return False
-                attempt += 1
+                if not self._retry(streak, f"creating an index failed ({exc})"):
+                    return False
 
     def _flush(self, client: BulkClient, batch: Batch) -> FlushResult | None:
         if not self._ensure_indices(batch):
@@ -187,37 +246,40 @@ class Flusher:
         pending = list(range(batch.count))
         statuses: list[int] | None = None
         errors: dict[int, str] = {}
-        attempt = sent = 0
+        sent = 0
+        streak = Streak()
         body: bytes | memoryview = batch.body()
         while True:
             try:
                 sent += len(body)
                 answer = client.send(body)
+                if answer is not None:
+                    if statuses is None:
+                        statuses = [201] * batch.count
+                    pending = self._read_items(answer, pending, statuses, errors)
             except TransientError as exc:
-                if not self._sleep(attempt, str(exc)):
+                if not self._retry(streak, str(exc)):
                     return None
-                attempt += 1
                 continue
+            except SettingsError as refusal:
+                self._refused(refusal)
+                return None
             if answer is None:
                 if statuses is not None:
                     for index in pending:
                         statuses[index] = 201
                 break
-            if statuses is None:
-                statuses = [201] * batch.count
-            pending = self._read_items(answer, pending, statuses, errors)
             if not pending:
                 break
-            if not self._sleep(attempt, f"{len(pending)} items answered 429/5xx"):
+            if not self._retry(streak, f"{len(pending)} items answered 429/5xx"):
                 return None
-            attempt += 1
             body = b"".join(batch.item_bytes(i) for i in pending)
-        return FlushResult(batch, statuses, errors, attempt, time.monotonic() - started, sent)
+        return FlushResult(batch, statuses, errors, streak.attempts, time.monotonic() - started, sent)
 
-    @staticmethod
-    def _read_items(answer: BulkAnswer, pending: list[int], statuses: list[int],
+    def _read_items(self, answer: BulkAnswer, pending: list[int], statuses: list[int],
                     errors: dict[int, str]) -> list[int]:
-        """Record each item's outcome; return the items to retry."""
+        """Record each item's outcome; return the items to retry. Raises SettingsError for an item refused
+        for want of a permission (the engine stops rather than dead-letter the documents)."""
         if not answer.items:  # the whole request was refused
             for index in pending:
                 statuses[index] = 400
@@ -230,8 +292,10 @@ class Flusher:
             statuses[index] = status
             if status in OK_STATUS:
                 continue
-            if status == 429 or status >= 500:
+            if transient(status):
                 retry.append(index)
+            elif status in (401, 403) and (refusal := search_refusal(self._settings, status, result.error)):
+                raise refusal
             else:
                 errors[index] = describe_error(result.error)
         return retry

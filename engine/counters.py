@@ -41,10 +41,11 @@ class C(IntEnum):
     events_spans = 21
     stored_events_logs = 22
     stored_events_spans = 23
-    latency_bucket_0 = 24  # .. latency_bucket_0 + len(LATENCY_BOUNDS): histogram counts
+    retry_streaks = 24  # requests still failing after BULK_RETRY_STREAK_S (written by the flusher threads)
+    latency_bucket_0 = 25  # .. latency_bucket_0 + len(LATENCY_BOUNDS): histogram counts
 
 
-SLOTS = 24 + len(LATENCY_BOUNDS) + 1
+SLOTS = C.latency_bucket_0 + len(LATENCY_BOUNDS) + 1
 GAUGES = frozenset({C.heartbeat_ms, C.blocks_in_use, C.inflight_bytes, C.paused})
 
 

@@ -47,6 +47,8 @@ class EngineCollector(Collector):
             ("duplicates", C.duplicates, "Bulk items answered 409: already stored"),
             ("errors_republished", C.errors_published, "ERROR/FATAL logs republished to the error topic"),
             ("bulk_retries", C.retries, "Bulk attempts retried after a transient failure"),
+            ("bulk_retry_streaks", C.retry_streaks,
+             "Requests to the search cluster still failing after BULK_RETRY_STREAK_S (each logged at WARNING)"),
             ("bulk_bytes", C.bytes_sent, "Bytes sent to _bulk"),
             ("bulk_requests", C.bulk_requests, "Bulk batches flushed"),
             ("batch_docs", C.batch_docs, "Documents in flushed batches (divide by bulk_requests for the fill)"),

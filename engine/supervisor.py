@@ -2,7 +2,8 @@
 
 Signal handlers only enqueue. The main loop is one fixed cycle: wait for a signal (at most 1 s) ->
 dispatch -> kill hung workers -> reap dead ones -> spawn missing ones -> periodic jobs. A worker that
-exits with EXIT_BOOT_FAILURE halts the engine instead of crash-looping. SIGTERM drains every worker;
+exits with EXIT_BOOT_FAILURE (or EXIT_REFUSED: the search cluster refused the credentials) halts the engine,
+which exits with that code, instead of crash-looping. SIGTERM drains every worker;
 a second SIGTERM, or SIGINT/SIGQUIT, is a fast stop.
 """
 
@@ -25,7 +26,7 @@ from common.settings import Settings
 from engine.counters import C, CounterTable, LagTable
 from engine.shm import BlockPool, remove_stale_segments, segment_name
 from engine.throughput import ThroughputLog
-from engine.worker import EXIT_BOOT_FAILURE, now_ms, run_worker
+from engine.worker import HALTS, now_ms, run_worker
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +227,10 @@ class Supervisor:
         slot.pid = 0
         if self.lag is not None:
             self.lag.clear(slot.index)
-        if code == EXIT_BOOT_FAILURE:
-            log.error("worker %d failed to boot: halting the engine", slot.index)
-            self.halt_code = EXIT_BOOT_FAILURE
+        if code in HALTS:
+            log.error("worker %d %s: halting the engine", slot.index, HALTS[code])
+            if self.halt_code is None:
+                self.halt_code = code
             return
         if self.stopping:
             log.info("worker %d exited (%d)", slot.index, code)

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from common.clients import consumer_config, opensearch_client, producer_config
 from common.indices import METRICS_1M, IndexCreator, IndexNames
-from common.settings import Settings
+from common.settings import Settings, SettingsError
 from engine.batch import LOG, ROLLUP, SPAN, Batch
 from engine.bulk import Flusher, FlushResult
 from engine.commit import CommitPolicy, CommitTracker
@@ -31,7 +31,9 @@ from engine.shm import BlockPool
 log = logging.getLogger(__name__)
 
 FETCH_MAX = 1000
-EXIT_BOOT_FAILURE = 3  # the supervisor halts instead of restarting
+EXIT_REFUSED = 2  # the search cluster refused the credentials: the supervisor halts, the engine exits with it
+EXIT_BOOT_FAILURE = 3  # init_process failed: the supervisor halts instead of restarting
+HALTS = {EXIT_REFUSED: "was refused by the search cluster", EXIT_BOOT_FAILURE: "failed to boot"}
 
 
 def now_ms() -> int:
@@ -49,6 +51,7 @@ class Worker:
         self.instance_id = instance_id
         self.stopping = False
         self.fast_stop = False
+        self.exit_code = 0
         self.batch: Batch | None = None
         self.held: deque[Message] = deque()
         self.paused = False
@@ -71,15 +74,19 @@ class Worker:
                                      s.engine_max_message_bytes)
         self.rollups = RollupStage(self.names, s.rollup_grace_ms, msgspec.json.Encoder().encode)
         creator = IndexCreator(opensearch_client(s), self.names)
-        self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes)
+        self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes, counters=self.counters)
         self.publisher = Publisher(Producer(producer_config(s, "panopticon-engine")), s.kafka_apm_dlq_topic,
                                    s.kafka_apm_log_error_topic, self.counters)
         extra: dict[str, Any] = {"session.timeout.ms": s.engine_session_timeout_ms, "max.poll.interval.ms": 300_000}
         if self.instance_id:
             extra["group.instance.id"] = self.instance_id
         self.consumer = Consumer(consumer_config(s, s.engine_group_id, "panopticon-engine", **extra))
-        self.consumer.subscribe(list(s.input_topics), on_assign=self.on_assign, on_revoke=self.on_revoke,
-                                on_lost=self.on_lost)
+        try:
+            self.consumer.subscribe(list(s.input_topics), on_assign=self.on_assign, on_revoke=self.on_revoke,
+                                    on_lost=self.on_lost)
+        except KafkaException as exc:
+            raise SettingsError("KAFKA_APM_LOG_TOPIC / KAFKA_APM_SPAN_TOPIC",
+                                f"cannot subscribe to {list(s.input_topics)}: {exc.args[0].str()}") from None
 
     def handle_term(self, *_: Any) -> None:
         if self.stopping:
@@ -91,7 +98,7 @@ class Worker:
         self.fast_stop = True
 
     def run(self) -> int:
-        self.init_process()
+        """The cycle until a signal (or a refusal) stops it; ``init_process`` has run."""
         try:
             while not self.stopping:
                 self.cycle()
@@ -99,7 +106,7 @@ class Worker:
                 self.drain(self.settings.engine_shutdown_timeout_s - 2)
         finally:
             self.close()
-        return 0
+        return self.exit_code
 
     def cycle(self) -> None:
         self.heartbeat()
@@ -305,6 +312,15 @@ class Worker:
             self._count_stored(batch)
         if finished:
             self.rollups.release(finished[-1].seq)
+        if self.flusher.refusal is not None and not self.exit_code:
+            self.stop_refused(self.flusher.refusal)
+
+    def stop_refused(self, refusal: SettingsError) -> None:
+        """The search cluster refused the credentials: no retry can help. Stop at once; what was not stored is
+        never committed (its batch never finishes), and the supervisor halts the engine on the exit code."""
+        log.error("worker %d: %s; stopping the engine", self.slot, refusal)
+        self.exit_code = EXIT_REFUSED
+        self.stopping = self.fast_stop = True
 
     def _finish(self, result: FlushResult) -> None:
         batch = result.batch
@@ -451,9 +467,16 @@ class Worker:
 
 def run_worker(settings: Settings, slot: int, pool: BlockPool, counters: CounterSlot, lag: LagTable | None,
                instance_id: str | None) -> int:
-    """Entry point in the child after fork."""
+    """Entry point in the child after fork. A failure before the cycle starts is a boot failure: the
+    supervisor halts the engine instead of replacing the worker again and again."""
+    worker = Worker(settings, slot, pool, counters, lag, instance_id)
     try:
-        return Worker(settings, slot, pool, counters, lag, instance_id).run()
+        worker.init_process()
+    except Exception as exc:
+        log.error("worker %d failed to boot: %s", slot, exc)
+        return EXIT_BOOT_FAILURE
+    try:
+        return worker.run()
     except KafkaException as exc:
         log.error("worker %d: fatal Kafka error: %s", slot, exc)
         return 1

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -211,3 +217,91 @@ def rollup_cells(store: Store, scope: str) -> dict[Key, RollupCell]:
         doc = msgspec.convert(hit["_source"], RollupDoc)
         cells[(doc.service_name, doc.environment, doc.endpoint)].merge(RollupCell.from_doc(doc))
     return cells
+
+
+REFUSALS = {
+    401: {"type": "security_exception", "reason": "Authentication finally failed"},
+    403: {"type": "security_exception",
+          "reason": "no permissions for [indices:admin/index_template/put] and User [name=engine, backend_roles=[]]"},
+    503: {"type": "unavailable_shards_exception", "reason": "primary shard is not active"},
+}
+
+
+class SearchProxy:
+    """A real HTTP reverse proxy in front of the real OpenSearch, which has no security plugin here: it answers
+    401 unless the request carries the expected basic-auth credentials, and forwards the rest. ``refuse(status,
+    path)`` makes it answer ``status`` (401, 403 or 503, with the body OpenSearch's security plugin or a cluster
+    would send) to every request whose path contains ``path``, until ``allow()``."""
+
+    def __init__(self, upstream: str, username: str, password: str) -> None:
+        target = urlsplit(upstream)
+        self._upstream = (target.hostname or "127.0.0.1", target.port or 9200)
+        self._expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._refusal: tuple[int, str] | None = None
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                status = proxy.verdict(self.path, self.headers.get("Authorization"))
+                if status:
+                    proxy.refused += 1
+                    data = json.dumps({"error": {"root_cause": [REFUSALS[status]], **REFUSALS[status]},
+                                       "status": status}).encode()
+                    headers = [("WWW-Authenticate", 'Basic realm="OpenSearch Security"')] if status == 401 else []
+                    self._answer(status, "application/json", data, headers)
+                    return
+                upstream = http.client.HTTPConnection(*proxy._upstream, timeout=120)
+                try:
+                    forwarded = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+                    upstream.request(self.command, self.path, body=body, headers=forwarded)
+                    answer = upstream.getresponse()
+                    data = answer.read()
+                    self._answer(answer.status, answer.getheader("Content-Type", "application/json"), data, [])
+                finally:
+                    upstream.close()
+
+            def _answer(self, status: int, content_type: str, data: bytes, headers: list[tuple[str, str]]) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, name="search-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def verdict(self, path: str, authorization: str | None) -> int:
+        """The status to refuse the request with; 0 to forward it."""
+        refusal = self._refusal
+        if refusal is not None and refusal[1] in path:
+            return refusal[0]
+        return 0 if authorization == self._expected else 401
+
+    def refuse(self, status: int, path: str = "") -> None:
+        self._refusal = (status, path)
+
+    def allow(self) -> None:
+        self._refusal = None
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

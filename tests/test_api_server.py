@@ -7,6 +7,7 @@ then 200 again once it is back, without restarting the API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,12 +50,19 @@ def server(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
                          now_ms=int(time.time() * 1000))
     metrics_dir = tmp_path_factory.mktemp("prom")
     (metrics_dir / "counter_stale.db").write_bytes(b"left by a previous run")
+    with running_api({**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, metrics_dir.parent / "api.log",
+                     workers=2) as base:
+        yield base, data, metrics_dir
+
+
+@contextlib.contextmanager
+def running_api(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[str]:
+    """``panopticon api`` on a free port until the block ends; yields its base URL once /health answers 200."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+        [sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
          "--threads", "2"],
-        env={**os.environ, **env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
-        stdout=subprocess.DEVNULL, stderr=open(metrics_dir.parent / "api.log", "wb"),  # noqa: SIM115
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),  # noqa: SIM115
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -65,10 +73,10 @@ def server(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
                     break
             except OSError:
                 pass
-            assert process.poll() is None, (metrics_dir.parent / "api.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "the API did not come up"
             time.sleep(0.2)
-        yield base, data, metrics_dir
+        yield base
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -138,3 +146,20 @@ def test_search_outage_is_503_then_recovers(server: tuple[str, Dataset, Path], s
         assert time.monotonic() < deadline, "the API did not recover after the search server came back"
         time.sleep(0.5)
     assert fetch(f"{base}/health")[0] == 200
+
+
+def test_api_auth_token_guards_every_route_but_health_and_metrics(stack: LocalStack, tmp_path: Path) -> None:
+    token = "s3cret-token"
+    env = {**stack.env(), "OPENSEARCH_INDEX_PREFIX": "apiauth-", "API_AUTH_TOKEN": token}
+    with running_api(env, tmp_path / "api.log") as base:  # running_api itself reads /health without a token
+        url = f"{base}/query/services"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {token}"}):
+            status, answer_headers, body = fetch(url, headers=headers)
+            assert status == 401 and as_json(body)["error"] == "unauthorized", (headers, body)
+            assert answer_headers["www-authenticate"] == "Bearer"
+        status, _, body = fetch(url, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200, body
+        assert fetch(f"{base}/metrics")[0] == 200
+        status, _, _ = fetch(url, method="OPTIONS", headers={"Origin": "http://localhost:3000",
+                                                             "Access-Control-Request-Method": "GET"})
+        assert status == 204  # browsers send preflights without credentials

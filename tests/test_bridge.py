@@ -576,13 +576,15 @@ class StampedReaders:
 
 
 class SocketIOReader:
-    def __init__(self, http_url: str, origin: str | None = None, query: str = "") -> None:
+    def __init__(self, http_url: str, origin: str | None = None, query: str = "",
+                 headers: dict[str, str] | None = None) -> None:
         options = {"origin": origin} if origin else {}
         self.client = socketio.Client(reconnection=False, websocket_extra_options=options)
         self.received: list[tuple[float, dict[str, Any]]] = []
         self.client.on("error-log", lambda data: self.received.append((time.time(), data)))
         url = f"{http_url}?{query}" if query else http_url
-        self.client.connect(url, socketio_path="/ws/error-logs", transports=["websocket"], wait_timeout=5)
+        self.client.connect(url, headers=headers or {}, socketio_path="/ws/error-logs", transports=["websocket"],
+                            wait_timeout=5)
 
     def messages(self) -> list[str]:
         return [event["message"] for _, event in self.received]
@@ -604,10 +606,11 @@ def wait_connected(bridge: RunningBridge, websocket_clients: int = 0, socketio_c
     bridge.wait_metric('panopticon_bridge_clients{protocol="socketio"}', lambda v: v == socketio_clients)
 
 
-def ws_status(url: str, origin: str | None) -> int:
+def ws_status(url: str, origin: str | None, header: list[str] | None = None) -> int:
     """HTTP status of a WebSocket handshake: 101 when it connects."""
     try:
-        ws = websocket.create_connection(url, timeout=5, origin=origin, suppress_origin=origin is None)
+        ws = websocket.create_connection(url, timeout=5, origin=origin, suppress_origin=origin is None,
+                                         header=header or [])
     except websocket.WebSocketBadStatusException as exc:
         return int(exc.status_code)
     ws.close()
@@ -666,6 +669,24 @@ def test_origin_is_checked_before_the_upgrade(start_bridge: Bridges) -> None:
     open_bridge.wait_healthy()
     assert ws_status(open_bridge.ws_url, "https://evil.example") == 101
     SocketIOReader(open_bridge.http_url, origin="https://evil.example").close()
+
+
+def test_api_auth_token_is_checked_before_the_upgrade(start_bridge: Bridges) -> None:
+    token = "s3cret-token"
+    bridge = start_bridge(API_AUTH_TOKEN=token)  # /health answers without it (wait_healthy), /metrics too
+    right, wrong = [f"Authorization: Bearer {token}"], ["Authorization: Bearer nope"]
+    assert ws_status(bridge.ws_url, None) == 401
+    assert ws_status(bridge.ws_url, None, wrong) == 401
+    assert ws_status(f"{bridge.ws_url}?access_token=nope", None) == 401
+    assert ws_status(bridge.ws_url, None, right) == 101
+    assert ws_status(f"{bridge.ws_url}?access_token={token}", None) == 101  # what a browser can send
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        SocketIOReader(bridge.http_url)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        SocketIOReader(bridge.http_url, headers={"Authorization": "Bearer nope"})
+    SocketIOReader(bridge.http_url, headers={"Authorization": f"Bearer {token}"}).close()
+    SocketIOReader(bridge.http_url, query=f"access_token={token}").close()
+    assert bridge.metrics()['panopticon_bridge_rejected_total{reason="unauthorized"}'] == 5
 
 
 def test_filters_deliver_only_matching_errors(start_bridge: Bridges,

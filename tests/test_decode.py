@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -221,3 +223,28 @@ def test_clean_events_take_the_stored_path() -> None:
     assert not stored("apm.logs", {**log, "level": "error"})  # lax values and unknown keys go general
     assert not stored("apm.spans", {**span, "client_ip": "10.0.0.1"})
     assert not stored("apm.spans", {**span, "service_name": " a "})
+
+
+def module_state(module: object) -> dict[str, object]:
+    return {name: copy.deepcopy(value) for name, value in vars(module).items()
+            if not name.startswith("__") and isinstance(value, (dict, set, list, bytearray))}
+
+
+def test_decoding_writes_no_module_level_state() -> None:
+    """What a process decoded before must not change how it decodes: the refiner's caches belong to one
+    decoder (one per worker), never to a module that every decoder, test and thread shares."""
+    import common.normalize
+    import engine.decode
+
+    before = [module_state(common.normalize), module_state(engine.decode)]
+    d = decoder()
+    for i in range(20):
+        labels = {f"key-{uuid.uuid4().hex}": "v", "bad key": "x", "n": i}
+        for _ in range(2):
+            log = {**BASE["apm.logs"], "labels": labels}
+            d.decode("apm.logs", 0, i, msgspec.json.encode(log), NOW, NOW)
+            d.decode("apm.logs", 0, i, msgspec.json.encode({**log, "client_ip": "10.0.0.1"}), NOW, NOW)
+    for topic, name in (("apm.logs", "logs.jsonl"), ("apm.spans", "spans.jsonl")):
+        for offset, value in enumerate(lines(name)):
+            d.decode(topic, 0, offset, value, NOW, NOW)
+    assert [module_state(common.normalize), module_state(engine.decode)] == before

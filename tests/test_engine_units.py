@@ -122,3 +122,45 @@ def test_stale_segments_of_a_dead_supervisor_are_removed() -> None:
     path.write_bytes(b"")
     assert path.name in remove_stale_segments()
     assert not path.exists()
+
+
+def test_an_unreachable_broker_is_named_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
+    from confluent_kafka import KafkaError
+
+    from common.clients import KafkaErrorLog
+
+    now = [0.0]
+    errors = KafkaErrorLog("kafka-1:9092", every_s=30.0, clock=lambda: now[0])
+    down = KafkaError(KafkaError._TRANSPORT, "Connect to ipv4#10.0.0.1:9092 failed: Connection refused")
+    with caplog.at_level("WARNING", logger="common.clients"):
+        for at in (0.0, 1.0, 29.9, 30.0, 45.0, 61.0):
+            now[0] = at
+            errors(down if at != 45.0 else KafkaError(KafkaError._ALL_BROKERS_DOWN, "all down"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines  # at 0, 30 and 61 s: both codes are "unreachable", one line per period
+    assert all(line.startswith("Kafka unreachable at KAFKA_BROKERS=kafka-1:9092: ") for line in lines)
+
+
+@pytest.mark.parametrize(("status", "body", "user", "variable", "words"), [
+    (401, b"Unauthorized", "engine", "OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD", "credentials of user 'engine'"),
+    (401, b"", "", "OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD", "none are set"),
+    (403, {"error": {"type": "security_exception", "reason": "no permissions for [indices:data/write/bulk]"}},
+     "engine", "OPENSEARCH_USERNAME", "no permissions for [indices:data/write/bulk]"),
+    (403, {"type": "security_exception", "reason": "no permissions for [indices:admin/create]"}, "engine",
+     "OPENSEARCH_USERNAME", "indices:admin/create"),  # a bulk item's error
+    (403, b'{"error":{"type":"cluster_block_exception","reason":"index [x] blocked"},"status":403}', "engine",
+     None, ""),
+    (503, b"", "engine", None, ""),
+    ("N/A", None, "engine", None, ""),  # opensearch-py's ConnectionError
+], ids=["401", "401-no-user", "403", "403-item", "403-block", "503", "no-status"])
+def test_search_refusals_name_what_to_fix(status: object, body: object, user: str, variable: str | None,
+                                         words: str) -> None:
+    from common.clients import search_refusal
+
+    settings = load_settings({"OPENSEARCH_URL": "https://engine:pw@search:9200", "OPENSEARCH_USERNAME": user})
+    refusal = search_refusal(settings, status, body)
+    if variable is None:
+        assert refusal is None
+        return
+    assert refusal is not None and refusal.variable == variable
+    assert words in str(refusal) and "\n" not in str(refusal) and "pw@" not in str(refusal)

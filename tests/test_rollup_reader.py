@@ -384,3 +384,26 @@ def test_late_data_is_recompacted(stack: LocalStack) -> None:
              if (s.service, s.environment, s.endpoint) == ("checkout", "production", "GET /health")]
     assert totals.totals.request_count == len(every)
     assert totals.totals.error_count == sum(s.error for s in every)
+
+
+def test_the_engine_compactor_follows_its_grace_and_interval_settings(stack: LocalStack) -> None:
+    """ROLLUP_HOURLY_GRACE_MS = 1 min and ROLLUP_HOURLY_INTERVAL_MS = 2 min, as the engine builds its jobs:
+    a run one minute after the hour's end leaves it (not closed yet), the next run comes two minutes later
+    and compacts it, which the default grace (5 min) would not yet."""
+    from engine.compactor import HourlyCompactor
+    from engine.main import periodic_jobs
+
+    prefix = f"hourly{random.randrange(10**6)}-"
+    settings = load_settings({**stack.env(), "OPENSEARCH_INDEX_PREFIX": prefix,
+                              "ROLLUP_HOURLY_GRACE_MS": str(MINUTE_MS),
+                              "ROLLUP_HOURLY_INTERVAL_MS": str(2 * MINUTE_MS)})
+    client = opensearch_client(settings, timeout_s=60)
+    _write_rollups(client, IndexNames(prefix), _cells(_spans(random.Random(9), T0, 60)))
+    (compactor,) = [job for job in periodic_jobs(settings, client) if isinstance(job, HourlyCompactor)]
+    closes = T0 + HOUR_MS + MINUTE_MS
+    first = compactor.poll(closes - 1)
+    assert first is not None and first.hours_compacted == []
+    assert compactor.poll(closes + MINUTE_MS) is None  # not due: the interval is two minutes
+    second = compactor.poll(closes - 1 + 2 * MINUTE_MS)
+    assert second is not None and second.hours_compacted == [T0]
+    assert closes - 1 + 2 * MINUTE_MS < T0 + HOUR_MS + load_settings({}).rollup_hourly_grace_ms

@@ -23,6 +23,8 @@ def test_defaults_match_the_contract() -> None:
     assert (s.stream_throughput_batch_size, s.stream_throughput_min_interval_ms) == (5000, 10_000)
     assert s.stream_throughput_target_count is None
     assert (s.port, s.error_stream_port, s.error_stream_ws_path) == (3001, 3010, "/ws/error-logs")
+    assert s.api_auth_token == "" and s.bulk_retry_streak_s == 30
+    assert (s.rollup_hourly_grace_ms, s.rollup_hourly_interval_ms) == (300_000, 300_000)
 
 
 def test_values_are_typed() -> None:
