@@ -14,6 +14,7 @@ SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -259,7 +260,8 @@ class LocalStack:
                 [java, *classpath, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
                 capture_output=True, text=True, check=False)
             if formatted.returncode != 0:
-                raise StackError(f"Kafka could not format {home / 'data'}: {formatted.stdout[-300:]}")
+                why = (formatted.stderr or formatted.stdout).strip()[-300:]
+                raise StackError(f"Kafka could not format {home / 'data'}: {why}")
         heap = heap_mb("PANOPTICON_KAFKA_HEAP_MB", 512)
         self.kafka_pid = _spawn([java, f"-Xms{heap}m", f"-Xmx{heap}m", *KAFKA_JVM, *classpath, "kafka.Kafka",
                                  str(config)], self._dir / "kafka.log", home)
@@ -331,10 +333,12 @@ class LocalStack:
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (what ``random-uuid`` prints)."""
-    import base64
-
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding (what ``random-uuid`` prints),
+    never starting with ``-`` (the storage tool would read it as an option; Kafka's own ids avoid it too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 KAFKA_JVM = ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",

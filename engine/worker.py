@@ -150,9 +150,7 @@ class Worker:
             held = list(self.held)
             taken = self.submit(held)
             self.held = deque(held[taken:])
-            if self.held:
-                return
-        if self.paused:  # keep serving the group; anything delivered anyway waits in `held`
+        if self.paused:  # keep serving the group (a 50 ms wait, not a spin); anything delivered waits in `held`
             self.held.extend(self.consumer.consume(FETCH_MAX, 0.05))
             return
         messages = self.consumer.consume(FETCH_MAX, 0.1)
