@@ -35,15 +35,15 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from benchmarks.rig import local_stack
 from common.clients import consumer_config, producer_config
 from common.settings import Settings, load_settings
-from common.stack import LocalStack, free_port
+from common.stack import free_port
 from common.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "latest.jsonl"
 CLIENTS_PER_LOADER = 500
-FETCH_PAUSE_MS = 5.0  # the local broker does not hold empty fetches as Kafka does (bridge/feed.py)
 TIMED_CLIENTS = 100  # clients per phase that time every frame; the others count frames
 HIST_MS = 20_000
 MARK = b'"bench_sent":'
@@ -174,12 +174,12 @@ def load_worker(url: str, clients: int, timed_every: int) -> None:
 # ---------------------------------------------------------------- orchestration
 
 class BridgeUnderTest:
-    def __init__(self, env: dict[str, str], log_path: Path, max_clients: int, fetch_pause_ms: float) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, max_clients: int) -> None:
         self.port = int(env["ERROR_STREAM_PORT"])
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1",
-             "--max-clients", str(max_clients), "--fetch-pause-ms", str(fetch_pause_ms)],
+             "--max-clients", str(max_clients)],
             env={**os.environ, **env}, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout_s: float = 60.0) -> None:
@@ -202,9 +202,8 @@ class BridgeUnderTest:
         return sum(sum(p.cpu_times()[:2]) for p in self.processes())
 
     def rdkafka_cpu_seconds(self) -> float:
-        """CPU of librdkafka's own threads (named rdk:*) in the worker. Against the local stack they poll
-        in a loop (~40% of a core with an idle topic), a cost real Kafka, which holds empty fetches for
-        fetch.wait.max.ms, does not have; it is reported apart so the bridge's own cost stays visible."""
+        """CPU of librdkafka's own threads (named rdk:*) in the worker, reported apart so the bridge's own
+        cost per frame stays visible (Kafka holds empty fetches for fetch.wait.max.ms, so they idle cheaply)."""
         worker = self.processes()[-1]
         total = 0.0
         for thread in worker.threads():
@@ -312,9 +311,8 @@ def _percentile(hist: list[int], fraction: float) -> float:
 class KafkaBaseline(threading.Thread):
     """A plain consumer: how long an error takes from produce to readable from Kafka.
 
-    It runs in a phase of its own (``measure_kafka``), not next to the clients: against the local stack's
-    broker every consumer's fetch loop spins (empty fetches are answered at once), and a second spinning
-    consumer during a phase would take CPU from the bridge and the load processes it measures."""
+    It runs in a phase of its own (``measure_kafka``), not next to the clients, so that its CPU (it parses
+    every record) is not taken from the bridge and the load processes a phase measures."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
@@ -431,15 +429,15 @@ def run_phase(bridge: BridgeUnderTest, producer: Producer, settings: Settings, c
             "peak_rss_mb": peak, "loader_cpu_s": loader_cpu, "load_before": load_before, "load_after": load_after}
 
 
-def report(rows: list[dict[str, Any]], rate: int, duration_s: float, fetch_pause_ms: float) -> None:
+def report(rows: list[dict[str, Any]], rate: int, duration_s: float) -> None:
     print(f"\nbridge benchmark: {rate} errors/s for {duration_s:.0f}s, {os.cpu_count()} CPUs, "
           "one bridge process (gunicorn gthread + one sender thread), plain WebSocket clients, "
-          f"bridge --fetch-pause-ms {fetch_pause_ms:g}")
+          "real Kafka (local stack)")
     print("latency ms: produce -> client receipt, every frame of the timed clients (~100 per phase; all clients\n"
           "  count frames for 'delivered'); kafka: produce -> readable by a plain consumer (a phase of its own,\n"
-          "  no clients: its fetch loop would spin against the local broker and take CPU from the phases);\n"
+          "  no clients, so its CPU is not taken from the phases);\n"
           "  in-bridge: bridge read it off the topic -> written to the client, per write (histogram bucket bound);\n"
-          "  CPU s: bridge CPU (of it librdkafka's threads, which spin against the local stack's broker);\n"
+          "  CPU s: bridge CPU ((rdk): of it librdkafka's threads);\n"
           "  us/frame: bridge CPU without librdkafka's per delivered frame; load: 1-min load average, start->end")
     print(f"{'clients':>7} {'p50':>6} {'p99':>6} {'max':>6} {'kafka p50':>9} {'kafka p99':>9} "
           f"{'in-bridge p50':>13} {'in-bridge p99':>13} {'delivered':>9}"
@@ -465,7 +463,7 @@ def report(rows: list[dict[str, Any]], rate: int, duration_s: float, fetch_pause
             conditions = {"clients": r["clients"], "errors_per_s": rate, "duration_s": duration_s,
                           "cpus": os.cpu_count(), "server": "gunicorn gthread + sender thread",
                           "protocol": "websocket", "errors_produced": r["produced"],
-                          "timed_clients": r["timed_clients"], "fetch_pause_ms": fetch_pause_ms,
+                          "timed_clients": r["timed_clients"], "kafka": "Apache Kafka 4.1 (local stack)",
                           "load_avg_1m": [round(r["load_before"], 2), round(r["load_after"], 2)]}
             for name, key, unit in figures:
                 out.write(json.dumps({"name": f"bridge.{name}", "value": round(r[key], 3), "unit": unit,
@@ -480,9 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="100,1000", help="comma list of client counts")
     parser.add_argument("--rate", type=int, default=200, help="errors per second")
     parser.add_argument("--duration", type=float, default=None, help="seconds per phase")
-    parser.add_argument("--fetch-pause-ms", type=float, default=FETCH_PAUSE_MS,
-                        help="the bridge's --fetch-pause-ms (default %(default)s; 0: the bridge's fetch loop "
-                             "spins against the local broker, which answers empty fetches at once)")
     parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--timed-every", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -491,15 +486,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     duration = args.duration or (8.0 if args.quick else 30.0)
     counts = [int(c) for c in args.clients.split(",")]
-    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
-        stack = LocalStack(str(Path(tmp) / "stack"), free_port(), free_port()).start()
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp, local_stack() as stack:
         bridge = None
         try:
             env = {**stack.env(), "KAFKA_APM_LOG_ERROR_TOPIC": "bench.logs.error",
                    "ERROR_STREAM_PORT": str(free_port()), "ERROR_STREAM_REPLAY": "0", "LOG_LEVEL": "WARNING"}
             settings = load_settings(env)
             create_topics(settings, partitions=4)
-            bridge = BridgeUnderTest(env, Path(tmp) / "bridge.log", max(counts) + 100, args.fetch_pause_ms)
+            bridge = BridgeUnderTest(env, Path(tmp) / "bridge.log", max(counts) + 100)
             bridge.wait_healthy()
             producer = Producer(producer_config(settings, "bench-bridge"))
             producer.produce(settings.kafka_apm_log_error_topic, _error_doc(0))  # connected before timing
@@ -510,11 +504,10 @@ def main(argv: list[str] | None = None) -> int:
             for count in counts:
                 print(f"phase: {count} clients, {args.rate} errors/s for {duration:.0f}s ...", flush=True)
                 rows.append({**run_phase(bridge, producer, settings, count, args.rate, duration), **kafka})
-            report(rows, args.rate, duration, args.fetch_pause_ms)
+            report(rows, args.rate, duration)
         finally:
             if bridge is not None:
                 bridge.stop()
-            stack.stop()
     return 0
 
 

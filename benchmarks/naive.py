@@ -167,10 +167,8 @@ def consume(args: argparse.Namespace) -> int:
     from confluent_kafka import Consumer
     from opensearchpy import OpenSearch, helpers
 
-    from common.clients import RECEIVE_MESSAGE_MAX_BYTES
-
     consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": args.group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "receive.message.max.bytes": RECEIVE_MESSAGE_MAX_BYTES})
+                         "enable.auto.commit": False})  # librdkafka's defaults otherwise
     client = OpenSearch(hosts=[args.url], timeout=60)
     refiner = NaiveRefiner(args.log_topic, args.span_topic)
     consumer.subscribe([args.log_topic, args.span_topic])

@@ -1,6 +1,7 @@
 """What the end-to-end benchmarks share: the stack, the sink, the engine as a process group, sampling.
 
-Every process started here is in its own process group and is stopped by that group in a ``finally``.
+Every process started here is in its own process group and is stopped by that group in a ``finally``;
+the local stack's two JVMs (Kafka, OpenSearch) lead a process group each and are stopped the same way.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import msgspec
@@ -24,30 +27,108 @@ import psutil
 
 from common.loadgen import produce
 from common.settings import Settings, load_settings
-from common.stack import LocalStack, free_port
+from common.stack import LocalStack, StackError, free_port, stop_group
 from common.topics import create_topics
 from common.traffic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
+STACK_GRACE_S = 15.0  # SIGTERM -> SIGKILL per JVM; the runner waits 120 s after its SIGINT
+_shield_depth = 0  # how many ``shielded()`` blocks the main thread is in
 
 
 @contextmanager
-def local_stack() -> Iterator[LocalStack]:
-    """The embedded stack on free ports in a temporary directory; always stopped, by its process group if need be.
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as SIGINT does), so ``finally`` blocks stop what was started."""
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
 
-    With a large backlog the broker can take longer than ``noida-db down``'s 30 s to save its state.
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Hold off SIGINT and SIGTERM while stopping things (a second Ctrl-C, or the runner's SIGINT after the
+    terminal's, must not leave processes behind); one that came meanwhile is raised afterwards. Nests: only
+    the outermost block holds and raises."""
+    global _shield_depth
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield
+        return
+    if _shield_depth:
+        _shield_depth += 1
+        try:
+            yield
+        finally:
+            _shield_depth -= 1
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, _frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _shield_depth += 1
+    try:
+        yield
+    finally:
+        _shield_depth -= 1
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt(f"signal {caught[0]} while stopping")
+
+
+@contextmanager
+def local_stack(attempts: int = 3) -> Iterator[LocalStack]:
+    """The local stack (real Kafka and OpenSearch, two JVMs) on free ports in a temporary directory.
+
+    Always stopped, also when the start fails half-way or the benchmark is interrupted (SIGINT or SIGTERM):
+    each JVM's process group gets SIGTERM, then SIGKILL after ``STACK_GRACE_S``. A start that fails with a
+    ``StackError`` (a port taken meanwhile by another program; Kafka's storage format refusing a random
+    cluster id that begins with "-") is tried again, on new ports in a new directory, up to ``attempts``.
     """
-    with tempfile.TemporaryDirectory(prefix="panopticon-bench-", ignore_cleanup_errors=True) as data_dir:
-        stack = LocalStack(data_dir, free_port(), free_port()).start()
+    with tempfile.TemporaryDirectory(prefix="panopticon-bench-", ignore_cleanup_errors=True) as data_dir, \
+            interrupt_on_sigterm():
+        for attempt in range(1, attempts + 1):
+            stack = LocalStack(str(Path(data_dir) / f"stack-{attempt}"), free_port(), free_port())
+            try:
+                print(f"starting the local stack (Kafka :{stack.kafka_port}, OpenSearch :{stack.search_port}) ...",
+                      flush=True)
+                started = time.monotonic()
+                stack.start()
+                print(f"local stack up in {time.monotonic() - started:.0f}s", flush=True)
+                break
+            except StackError as exc:
+                stop_stack(stack)
+                if attempt == attempts:
+                    raise
+                print(f"the local stack did not start ({exc}); again", file=sys.stderr, flush=True)
+            except BaseException:
+                stop_stack(stack)
+                raise
         try:
             yield stack
         finally:
-            try:
-                stack.stop()
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the processes must go
-                print(f"stopping the local stack: {exc!r}; stopping its process group", file=sys.stderr)
-            kill_group(stack.pid, grace_s=20.0)
+            stop_stack(stack)
+
+
+def stop_stack(stack: LocalStack) -> None:
+    """Both JVMs by process group: SIGTERM, then SIGKILL after ``STACK_GRACE_S`` (shielded from interrupts)."""
+    pids = [pid for pid in (stack.search_pid, stack.kafka_pid) if pid]
+    with shielded():
+        try:
+            for pid in pids:
+                stop_group(pid, grace_s=STACK_GRACE_S)
+            stack.stop()  # nothing left to stop: removes the state file
+        except Exception:
+            for pid in pids:
+                kill_group(pid, grace_s=0.0)
+            raise
 
 
 def kill_group(pgid: int, grace_s: float) -> None:
@@ -67,6 +148,61 @@ def kill_group(pgid: int, grace_s: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+class GroupCpu:
+    """user+sys CPU-seconds of every live process of a process group (each JVM of the stack leads one).
+
+    The members are looked up again every ``refresh_s``; a member that exits takes its CPU with it.
+    """
+
+    def __init__(self, pgid: int, refresh_s: float = 2.0) -> None:
+        self.pgid = pgid
+        self._refresh_s = refresh_s
+        self._members: list[psutil.Process] = []
+        self._found_at = -refresh_s
+
+    def _lookup(self) -> None:
+        members = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == self.pgid:
+                    members.append(proc)
+            except (OSError, psutil.Error):
+                continue
+        self._members, self._found_at = members, time.monotonic()
+
+    def __call__(self) -> float:
+        if not self.pgid:
+            return 0.0
+        if time.monotonic() - self._found_at >= self._refresh_s:
+            self._lookup()
+        total = 0.0
+        for proc in self._members:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+
+def stack_cpu(stack: LocalStack) -> dict[str, Callable[[], float]]:
+    """CPU-seconds readers of the Kafka JVM's process group ("broker") and OpenSearch's ("search")."""
+    return {"broker": GroupCpu(stack.kafka_pid), "search": GroupCpu(stack.search_pid)}
+
+
+def cpu_of(pid: int) -> float:
+    """user+sys of a process and its descendants."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
 
 
 def topics_env(stack: LocalStack, name: str) -> dict[str, str]:
@@ -100,6 +236,8 @@ def preload(env: dict[str, str], count: int, seed: int, partitions: int = 4) -> 
 
     started = time.monotonic()
     summary = produce(settings, counted(), progress=False, flush_timeout_s=120)
+    if summary.interrupted:  # produce() stops on Ctrl-C and returns: the benchmark must stop too
+        raise KeyboardInterrupt
     if summary.delivery_errors:
         raise RuntimeError(f"preload: {summary.line()}")
     return Preloaded(settings, count, tally["events"], tally["log"], tally["span"], tally["bytes"],
@@ -159,21 +297,22 @@ class Group:
         """
         started = time.monotonic()
         code: int | None = None
-        try:
-            if whole_group:
-                os.killpg(self.process.pid, sig)
-            else:
-                self.process.send_signal(sig)
-            code = self.process.wait(timeout_s)
-        except ProcessLookupError:
-            code = self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(10)
+        with shielded():
+            try:
+                if whole_group:
+                    os.killpg(self.process.pid, sig)
+                else:
+                    self.process.send_signal(sig)
+                code = self.process.wait(timeout_s)
+            except ProcessLookupError:
+                code = self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(10)
         return time.monotonic() - started, code
 
 
@@ -208,6 +347,36 @@ class Engine(Group):
                          {**env, "ENGINE_WORKERS": str(workers), "ENGINE_GROUP_ID": group,
                           "ENGINE_INSTANCE_ID": group, "ENGINE_METRICS_PORT": str(self.metrics_port)}, log_path)
         self.log_path = log_path
+        self.group = group
+        self.brokers = env["KAFKA_BROKERS"]
+        self.topics = [env.get("KAFKA_APM_LOG_TOPIC", "apm.logs"), env.get("KAFKA_APM_SPAN_TOPIC", "apm.spans")]
+
+    def wait_assigned(self, timeout_s: float = 120.0) -> int:
+        """Wait until every worker is up and the consumer group is stable with every input partition assigned
+        (a cooperative rebalance takes two rounds); returns the number of workers."""
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.brokers})
+        wanted = {(topic, p) for topic in self.topics
+                  for p in admin.list_topics(topic, timeout=10).topics[topic].partitions}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                break
+            try:
+                workers = int(self.metrics().get("panopticon_engine_workers", 0))
+                group = admin.describe_consumer_groups([self.group], request_timeout=5)[self.group].result()
+            except Exception:  # noqa: BLE001 - not up yet (metrics port, group coordinator): ask again
+                time.sleep(0.3)
+                continue
+            assigned = {(tp.topic, tp.partition) for member in group.members
+                        for tp in (member.assignment.topic_partitions if member.assignment else [])}
+            if workers and group.state == ConsumerGroupState.STABLE and len(group.members) == workers \
+                    and assigned >= wanted:
+                return workers
+            time.sleep(0.3)
+        raise TimeoutError(f"the engine's group {self.group} did not settle; see {self.log_path}")
 
     def metrics(self) -> dict[str, float]:
         return scrape(self.metrics_port)
@@ -216,14 +385,22 @@ class Engine(Group):
         """SIGTERM to the supervisor only (a drain, as an orchestrator does it; SIGTERM to the whole group
         would reach each worker twice, which is the fast stop), then SIGKILL to the group. A killed
         supervisor leaves its shared memory: remove it."""
-        outcome = super().stop(sig, timeout_s, whole_group=False)
-        for path in Path("/dev/shm").glob(f"panopticon-{self.process.pid}-*"):
-            path.unlink(missing_ok=True)
+        with shielded():
+            outcome = super().stop(sig, timeout_s, whole_group=False)
+            for path in Path("/dev/shm").glob(f"panopticon-{self.process.pid}-*"):
+                path.unlink(missing_ok=True)
         return outcome
 
     def stored(self) -> float:
         try:
             return metric_sum(self.metrics(), "panopticon_engine_events_total", outcome="stored")
+        except OSError:
+            return 0.0
+
+    def received(self) -> float:
+        """Events the workers have read and decoded (stored or not yet)."""
+        try:
+            return metric_sum(self.metrics(), "panopticon_engine_events_total", outcome="received")
         except OSError:
             return 0.0
 
@@ -234,15 +411,21 @@ class Sample:
     progress: float
     cpu: float  # user+sys of every process of the group (exited ones at their last value)
     rss: dict[int, int]
+    others: dict[str, float] = field(default_factory=dict)  # CPU-seconds of the processes beside it, by name
+    begun: float = 0.0  # work begun (e.g. events received), if the Sampler has a ``begun`` reader
 
 
 @dataclass
 class Sampler:
-    """Samples a process group's CPU and RSS with a progress counter, every ``interval_s``."""
+    """Samples a process group's CPU and RSS with a progress counter, every ``interval_s``; the CPU of the
+    processes beside it (``others``: name -> CPU-seconds reader, e.g. ``stack_cpu(stack)`` and the sink); and,
+    optionally, a counter of work begun (``begun``, e.g. ``Engine.received``) that starts the window."""
 
     group: Group
     progress: Callable[[], float]
     interval_s: float = 0.2
+    others: dict[str, Callable[[], float]] = field(default_factory=dict)
+    begun: Callable[[], float] | None = None
     samples: list[Sample] = field(default_factory=list)
     peak_rss: dict[int, int] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
@@ -260,7 +443,9 @@ class Sampler:
             except psutil.Error:
                 continue
             self.peak_rss[proc.pid] = max(self.peak_rss.get(proc.pid, 0), rss[proc.pid])
-        s = Sample(time.monotonic(), self.progress(), sum(self._cpu.values()), rss)
+        others = {name: read() for name, read in self.others.items()}
+        begun = self.begun() if self.begun is not None else 0.0
+        s = Sample(time.monotonic(), self.progress(), sum(self._cpu.values()), rss, others, begun)
         self.samples.append(s)
         return s
 
@@ -278,12 +463,14 @@ class Sampler:
 
 @dataclass
 class Window:
-    """From the first sample with progress to the first that reached the goal."""
+    """From the first sample with work begun (or, without a ``begun`` reader, with progress) to the first that
+    reached the goal, or the last sample."""
 
     events: float
     seconds: float
     cpu_s: float
     complete: bool
+    others_cpu_s: dict[str, float] = field(default_factory=dict)  # the ``others`` of the Sampler, same window
 
     @property
     def rate(self) -> float:
@@ -293,14 +480,27 @@ class Window:
     def cpu_per_100k(self) -> float:
         return self.cpu_s / self.events * 100_000 if self.events else float("nan")
 
+    def other_per_100k(self, name: str) -> float:
+        """CPU-seconds of ``name`` (e.g. "broker", "search") per 100k events stored in the window."""
+        if not self.events or name not in self.others_cpu_s:
+            return float("nan")
+        return self.others_cpu_s[name] / self.events * 100_000
+
+    def other_cores(self, name: str) -> float:
+        """Cores ``name`` used on average over the window."""
+        if self.seconds <= 0 or name not in self.others_cpu_s:
+            return float("nan")
+        return self.others_cpu_s[name] / self.seconds
+
 
 def window(samples: list[Sample], goal: float) -> Window:
-    started = next((s for s in samples if s.progress > 0), None)
+    started = next((s for s in samples if s.begun > 0 or s.progress > 0), None)
     if started is None:
         return Window(0, 0, 0, False)
     last = next((s for s in samples if s.progress >= goal), samples[-1])
+    others = {name: last.others.get(name, 0.0) - value for name, value in started.others.items()}
     return Window(last.progress - started.progress, last.t - started.t, last.cpu - started.cpu,
-                  last.progress >= goal)
+                  last.progress >= goal, others)
 
 
 def roles(group: Group, sampler: Sampler) -> dict[str, float]:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import time
 from typing import Any
 
 import msgspec
 from opensearchpy import helpers
 
+from benchmarks.rig import local_stack
 from common.clients import opensearch_client
 from common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
 from common.normalize import format_timestamp
 from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1H, TIER_1M, RollupCell, RollupKey, hour_marker_key
 from common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS, RollupQuery, RollupReader
 from common.settings import load_settings
-from common.stack import LocalStack, free_port
 
 SERVICES = ["checkout", "search"]
 
@@ -111,23 +110,19 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--hours", type=int, default=24, help="hours of 1-minute documents (the 24 h question)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
-        stack = LocalStack(data_dir, free_port(), free_port()).start()
-        try:
-            client = opensearch_client(load_settings(stack.env()), timeout_s=120)
-            names = IndexNames("bench-")
-            now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
-            started = time.monotonic()
-            written = write_world(client, names, now, args)
-            client.indices.refresh(index="bench-*")
-            print(f"wrote {written} documents in {time.monotonic() - started:.0f} s")
-            reader = RollupReader(client, names, timeout_s=60, request_timeout_s=60)
-            for _ in range(2):  # the second round shows warm numbers
-                ask(reader, "15m", now - 15 * MINUTE_MS, now, 10_000)
-                ask(reader, "24h", now - DAY_MS, now, 10 * MINUTE_MS)
-                ask(reader, "14d", now - 14 * DAY_MS, now, 30 * MINUTE_MS)
-        finally:
-            stack.stop()
+    with local_stack() as stack:  # stopped also when interrupted
+        client = opensearch_client(load_settings(stack.env()), timeout_s=120)
+        names = IndexNames("bench-")
+        now = int(time.time() * 1000) // MINUTE_MS * MINUTE_MS
+        started = time.monotonic()
+        written = write_world(client, names, now, args)
+        client.indices.refresh(index="bench-*")
+        print(f"wrote {written} documents in {time.monotonic() - started:.0f} s")
+        reader = RollupReader(client, names, timeout_s=60, request_timeout_s=60)
+        for _ in range(2):  # the second round shows warm numbers
+            ask(reader, "15m", now - 15 * MINUTE_MS, now, 10_000)
+            ask(reader, "24h", now - DAY_MS, now, 10 * MINUTE_MS)
+            ask(reader, "14d", now - 14 * DAY_MS, now, 30 * MINUTE_MS)
 
 
 if __name__ == "__main__":
