@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean install
+.PHONY: run test test-fast bench lint clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+test-fast: $(STAMP)  # the tests that start no server (no local stack): about half a minute
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -22,6 +22,14 @@ hypothesis_settings.register_profile("panopticon", deadline=None, suppress_healt
 hypothesis_settings.load_profile("panopticon")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the local stack (directly or through a fixture) is an integration test, marked or
+    not: ``make test-fast`` leaves them out."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One Kafka broker + OpenSearch node for the whole session; every test has its own topics, group and

@@ -86,12 +86,14 @@ def test_a_stream_is_stored_exactly_once(engine_settings: Settings, env: dict[st
 
 def test_kill_9_mid_stream_loses_and_duplicates_nothing(engine_settings: Settings, env: dict[str, str],
                                                         engines: list, tmp_path: Path, stack: LocalStack) -> None:
-    sent = produce(engine_settings, records(20_000, seed=12))
+    # enough records that the kill lands mid-stream even when a count is slow on a loaded machine (the engine
+    # drains this backlog in about 10 s on real Kafka and OpenSearch)
+    sent = produce(engine_settings, records(50_000, seed=12))
     store = Store(engine_settings)
     first = EngineProcess(env, tmp_path / "engine-1.log").start()
     engines.append(first)
     deadline = time.monotonic() + 120
-    while store.count("logs-apm") < sent.valid_logs() // 3 and time.monotonic() < deadline:
+    while store.count("logs-apm") < sent.valid_logs() // 10 and time.monotonic() < deadline:
         time.sleep(0.2)
     first.kill9()
     stored_at_kill = store.count("logs-apm")
