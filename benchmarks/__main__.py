@@ -47,6 +47,8 @@ BENCHES = [
     # a quick run loaded ~3.8k docs/s on a loaded 2-vCPU VM (2026-12-07): ~9 min of load, ~1 min of rollups,
     # 16 routes x ~35 s: ~20 min estimated, 50 min allowed for a slower or busier machine
     Bench("api", "benchmarks.bench_api", limit_s=3000),
+    # make run left on for an hour with the frontend's routes polled: only with --only soak (--quick: 3 minutes)
+    Bench("soak", "benchmarks.soak", in_quick=False, in_full=False, limit_s=4500),
 ]
 NOT_BENCHMARKS = {"__init__", "__main__", "report", "rig", "sink", "naive"}
 # after its SIGINT a benchmark stops the engine (15 s), the sink, and each JVM of its stack (15 s + SIGKILL)

@@ -155,13 +155,12 @@ class Store:
         self.prefix = settings.opensearch_index_prefix
 
     def count(self, kind: str, query: dict[str, Any] | None = None) -> int:
+        """Documents of a kind, after a refresh; 0 before its first index exists. Any failure is raised: a wrong
+        prefix or an unreachable server must fail the test, not read as "nothing stored yet"."""
         pattern = f"{self.prefix}{kind}-*"
-        try:
-            self.client.indices.refresh(index=pattern)
-            body = {"query": query} if query else None
-            return int(self.client.count(index=pattern, body=body)["count"])
-        except Exception:
-            return -1
+        self.client.indices.refresh(index=pattern)
+        body = {"query": query} if query else None
+        return int(self.client.count(index=pattern, body=body)["count"])
 
     def wait_for(self, kind: str, expected: int, timeout_s: float = 420.0, while_waiting: Callable[[], None] | None
                  = None) -> int:
