@@ -7,7 +7,7 @@ A ``WindowSource`` for ``common.rollup_reader.RollupReader``, one per worker pro
   hour changed is told by its marker (the compactor rewrites an hour's documents, then its marker, when late
   data arrives): the markers of the hours asked about are re-read at most every ``hour_ttl_s``, in one small
   search, and only hours whose marker changed are read again. The cells of a UTC day whose 24 hours are all
-  marked are also kept merged, so a 14-day total sums ~14 blocks.
+  marked are also kept merged, so a 14-day total sums ~14 entries.
 - **Minutes** (the open hour, hours not marked yet, the partial hours at both ends of a range): the 1-minute
   cells of each hour touched are read whole and kept for ``minute_ttl_s`` when the hour ended less than
   ``recent_ms`` ago, else for ``hour_ttl_s``.
@@ -37,11 +37,11 @@ from common.rollup_reader import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
-    Block,
     CellKey,
     RollupQuery,
     SearchSession,
     StoredWindows,
+    WindowCells,
     add_cell,
     cell_key,
     pieces_query,
@@ -119,41 +119,42 @@ class CachedWindows:
     # ------------------------------------------------------------------ WindowSource
 
     def hours(self, session: SearchSession, query: RollupQuery, first: int, end: int,
-              whole_days: bool) -> tuple[list[Block], list[int]]:
+              whole_days: bool) -> tuple[list[WindowCells], list[int]]:
         markers = self._marked(session, first, end)
         query, only = _shared(query)
         shape = self._shape(query)
         self._fill_hours(session, query, shape, markers)
-        blocks: list[Block] = []
+        windows: list[WindowCells] = []
         hour = first
         with self._lock:
             while hour < end:
                 if whole_days and hour % DAY_MS == 0 and hour + DAY_MS <= end:
                     day = self._day(shape, hour, markers)
                     if day is not None:
-                        blocks.append((hour, only(day)))
+                        windows.append((hour, only(day)))
                         hour += DAY_MS
                         continue
                 kept = shape.hours.get(hour)
                 if hour in markers and kept is not None:
-                    blocks.append((hour, only(kept[1])))
+                    windows.append((hour, only(kept[1])))
                 hour += HOUR_MS
-        return blocks, sorted(markers)
+        return windows, sorted(markers)
 
-    def minutes(self, session: SearchSession, query: RollupQuery, pieces: list[tuple[int, int]]) -> Iterable[Block]:
+    def minutes(self, session: SearchSession, query: RollupQuery,
+                pieces: list[tuple[int, int]]) -> Iterable[WindowCells]:
         query, only = _shared(query)
         shape = self._shape(query)
         touched = sorted({hour for start, end in pieces
                           for hour in range(start - start % HOUR_MS, end, HOUR_MS)})
         self._fill_minutes(session, query, shape, touched)
-        blocks: list[Block] = []
+        windows: list[WindowCells] = []
         with self._lock:
             for hour in touched:
                 kept = shape.minutes.get(hour)
                 for minute, cells in (kept[1].items() if kept else ()):
                     if any(start <= minute < end for start, end in pieces):
-                        blocks.append((minute, only(cells)))
-        return blocks
+                        windows.append((minute, only(cells)))
+        return windows
 
     # ------------------------------------------------------------------ markers
 

@@ -4,7 +4,7 @@
 
 1. Starts its own local stack (real Kafka and OpenSearch, one node) on free ports.
 2. Loads a dataset built from loadgen with a fixed seed: every record goes through the engine's own decode
-   (``engine.decode.RecordDecoder``: the stored documents, daily index and ids exactly as the engine writes
+   (``engine.decode.EventDecoder``: the stored documents, daily index and ids exactly as the engine writes
    them) and is sent as NDJSON straight to ``_bulk`` (8 MiB bodies, sent by a thread of their own while the
    next body is built), into daily indices made by ``IndexCreator``. While loading, every index has
    ``refresh_interval: -1`` and no replica; both are restored afterwards (the engine's 1 s and OpenSearch's
@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ from common.settings import load_settings
 from common.stack import LocalStack, free_port
 from common.traffic import generate
 from engine.compactor import compact_hours
-from engine.decode import RecordDecoder
+from engine.decode import EventDecoder
 
 SEED = 20_240_601
 PREFIX = "benchapi-"
@@ -81,6 +82,14 @@ Cells = dict[RollupKey, RollupCell]
 
 # ---------------------------------------------------------------- loading
 
+@dataclass(slots=True)
+class EndpointSpans:
+    """The SERVER spans loaded for one endpoint."""
+
+    requests: int = 0
+    errors: int = 0
+
+
 @dataclass
 class Loaded:
     """What was stored, and what the load phase measured."""
@@ -95,7 +104,8 @@ class Loaded:
     waited_s: float = 0.0  # time the generating thread waited for the sender
     end_ms: int = 0
     traces: list[str] = field(default_factory=list)
-    endpoints: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (service, name) -> [n, errors]
+    endpoints: defaultdict[tuple[str, str], EndpointSpans] = field(  # by (service, name)
+        default_factory=lambda: defaultdict(EndpointSpans))
     minute_cells: dict[int, Cells] = field(default_factory=dict)
 
     @property
@@ -104,8 +114,8 @@ class Loaded:
 
     def services(self) -> list[str]:
         counts: dict[str, int] = {}
-        for (service, _), (n, _) in self.endpoints.items():
-            counts[service] = counts.get(service, 0) + n
+        for (service, _), spans in self.endpoints.items():
+            counts[service] = counts.get(service, 0) + spans.requests
         return sorted(counts, key=lambda s: -counts[s])
 
 
@@ -196,7 +206,7 @@ def load_raw(client: Any, names: IndexNames, creator: IndexCreator, now_ms: int,
              partitions: int) -> Loaded:
     """Loadgen records through the engine's decode into ``_bulk``; SERVER spans into 1-minute cells."""
     loaded = Loaded()
-    decoder = RecordDecoder(names, LOG_TOPIC, SPAN_TOPIC, 16 << 20)
+    decoder = EventDecoder(names, LOG_TOPIC, SPAN_TOPIC, 16 << 20)
     bulk, offsets = BulkLoader(client, loaded), [0] * partitions
     interval_ms = RAW_WINDOW_MS / (max(spans, logs * 1.5) / 9.6 * 1.1)  # ~9.6 spans, ~6.4 logs per trace
     sampler, last_trace = random.Random(SEED), ""
@@ -240,9 +250,9 @@ def add_server_span(loaded: Loaded, doc: SpanDoc | StoredSpan, epoch_ms: int, pa
         if cell is None:
             cell = cells[key] = RollupCell()
         cell.add(doc.duration_ms, error)
-    tally = loaded.endpoints.setdefault((doc.service_name, doc.name), [0, 0])
-    tally[0] += 1
-    tally[1] += error
+    spans = loaded.endpoints[(doc.service_name, doc.name)]
+    spans.requests += 1
+    spans.errors += error
 
 
 def rollup_actions(names: IndexNames, creator: IndexCreator, kind: str, cells: Cells,
@@ -317,8 +327,8 @@ def explicit(anchor_ms: int, span_ms: int, rng: random.Random) -> dict[str, str]
 
 def phases(loaded: Loaded, anchor_ms: int) -> list[Phase]:
     services = loaded.services()
-    busy = [k for k, (n, _) in sorted(loaded.endpoints.items(), key=lambda kv: -kv[1][0])][:12]
-    failing = [k for k, (_, e) in loaded.endpoints.items() if e] or busy
+    busy = [k for k, _ in sorted(loaded.endpoints.items(), key=lambda kv: -kv[1].requests)][:12]
+    failing = [k for k, spans in loaded.endpoints.items() if spans.errors] or busy
     traces = loaded.traces
 
     def pick(rng: random.Random, items: list[Any]) -> Any:

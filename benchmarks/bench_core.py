@@ -2,7 +2,7 @@
 
 Both pipelines run in this one process, on the same loadgen record values, alternating rounds, and are
 timed with the thread's CPU clock (the machine is shared: wall time would measure the neighbours).
-The engine side is ``engine.decode.RecordDecoder.decode`` appending each entry's action and document
+The engine side is ``engine.decode.EventDecoder.decode`` appending each entry's action and document
 lines to a reused buffer (what ``Batch.append`` does into a shared-memory block); the naive side is
 ``benchmarks.naive``: ``json.loads``, dicts, the same rules, ``json.dumps`` of action and document.
 A third pass, the msgspec floor, only decodes and re-encodes each event: no rule, no id, no index. It is
@@ -24,7 +24,7 @@ from benchmarks.report import Report, Target
 from common.indices import IndexNames
 from common.normalize import StoredLog, StoredSpan
 from common.traffic import generate
-from engine.decode import RecordDecoder
+from engine.decode import EventDecoder
 
 LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
 FLUSH_AT = 8 * 1024 * 1024  # a bulk block's worth: the buffer is emptied as a sealed batch would be
@@ -43,7 +43,7 @@ def records(count: int, seed: int) -> tuple[Records, int]:
 
 
 def engine_pass(batch: Records) -> int:
-    decoder = RecordDecoder(IndexNames(""), LOG_TOPIC, SPAN_TOPIC, 1_048_576)
+    decoder = EventDecoder(IndexNames(""), LOG_TOPIC, SPAN_TOPIC, 1_048_576)
     decode = decoder.decode
     buf = bytearray()
     now = int(time.time() * 1000)

@@ -217,11 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 s instead of 30 s")
     parser.add_argument("--rate", type=float, default=2000.0, help="records per second")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds with probes (default 30, quick 10)")
-    parser.add_argument("--warmup", type=float, default=-1.0,
+    parser.add_argument("--warmup", type=float,
                         help="seconds at the rate before the probes (default 10, quick 5)")
     args = parser.parse_args(argv)
     duration = args.duration or (10.0 if args.quick else 30.0)
-    warmup = args.warmup if args.warmup >= 0 else (5.0 if args.quick else 10.0)
+    warmup = args.warmup if args.warmup is not None else (5.0 if args.quick else 10.0)
     logs = Path(tempfile.mkdtemp(prefix="panopticon-bench-logs-"))
     with local_stack() as stack:
         env = topics_env(stack, "fresh")

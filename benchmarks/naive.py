@@ -1,6 +1,6 @@
 """The naive way, as a baseline: stdlib ``json``, dicts, the ingest contract's normalization rules by hand.
 
-``NaiveRefiner.entries(topic, partition, offset, value)`` does what ``engine.decode.RecordDecoder`` does
+``NaiveRefiner.entries(topic, partition, offset, value)`` does what ``engine.decode.EventDecoder`` does
 (same rules, same ids and index names) the way a first Python version would. ``python -m benchmarks.naive``
 is a one-process consumer: confluent-kafka -> json.loads -> refine -> opensearch-py ``helpers.bulk`` ->
 synchronous commit after each bulk.

@@ -45,7 +45,7 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-class RecordDecoder:
+class ErrorRecordDecoder:
     """Decodes error-topic values; one per feed (it keeps the msgspec decoder and encoder)."""
 
     def __init__(self) -> None:

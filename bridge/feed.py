@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from bridge.codec import Delivery, Malformed, RecordDecoder
+from bridge.codec import Delivery, ErrorRecordDecoder, Malformed
 from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
 from common.clients import consumer_config
@@ -53,7 +53,7 @@ class ErrorFeed:
         self._metrics = metrics
         self._factory = consumer_factory
         self._clock = clock
-        self._decoder = RecordDecoder()
+        self._decoder = ErrorRecordDecoder()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bridge-feed", daemon=True)
         self._next_offsets: dict[int, int] = {}

@@ -94,7 +94,7 @@ class TimeFormatter:
     __slots__ = ("_second", "_prefix")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._second: int | None = None
         self._prefix = ""
 
     def format(self, epoch_ms: int) -> str:
@@ -321,7 +321,7 @@ class Refiner:
         self._envs: dict[str, str] = {}
         self._canonical_prefix = ""  # the last canonical timestamp's second ("YYYY-MM-DDTHH:MM:SS") ...
         self._canonical_second = 0  # ... and its epoch second
-        self._now_ms = -1
+        self._now_ms: int | None = None
         self._now_text = ""
         self._clean_keys: set[str] = set()  # label keys known to need no cleaning: this refiner's, bounded
 

@@ -227,7 +227,7 @@ def pieces_query(query: RollupQuery, pieces: list[tuple[int, int]]) -> dict[str,
 
 
 CellKey = tuple[str, str, str, str]  # service, environment, scope, endpoint
-Block = tuple[int, Mapping[CellKey, RollupCell]]  # a window start (or a whole day's) and its cells, read-only
+WindowCells = tuple[int, Mapping[CellKey, RollupCell]]  # a window's (or a whole day's) start and its cells
 Placer = Callable[[int, CellKey], Hashable]
 
 
@@ -239,12 +239,13 @@ class WindowSource(Protocol):
     """Where a read gets its rollup windows. The cells it gives are never modified by the reader."""
 
     def hours(self, session: SearchSession, query: RollupQuery, first: int, end: int,
-              whole_days: bool) -> tuple[list[Block], list[int]]:
+              whole_days: bool) -> tuple[list[WindowCells], list[int]]:
         """The 1-hour cells of the hours in ``[first, end)`` the compactor marked done, and those hours.
-        With ``whole_days``, a UTC day whose 24 hours are all marked may come as one block (its start)."""
+        With ``whole_days``, a UTC day whose 24 hours are all marked may come as one entry (its start)."""
         ...
 
-    def minutes(self, session: SearchSession, query: RollupQuery, pieces: list[tuple[int, int]]) -> Iterable[Block]:
+    def minutes(self, session: SearchSession, query: RollupQuery,
+                pieces: list[tuple[int, int]]) -> Iterable[WindowCells]:
         """The 1-minute cells of the windows that start inside the pieces."""
         ...
 
@@ -257,7 +258,7 @@ class StoredWindows:
         self._page_size = page_size
 
     def hours(self, session: SearchSession, query: RollupQuery, first: int, end: int,
-              whole_days: bool) -> tuple[list[Block], list[int]]:
+              whole_days: bool) -> tuple[list[WindowCells], list[int]]:
         data = {"bool": {"filter": _terms(query)}}
         marker = {"term": {"scope": SCOPE_HOUR_MARKER}}
         search = {"bool": {"filter": [time_range(first, end)], "should": [data, marker],
@@ -270,11 +271,12 @@ class StoredWindows:
             else:
                 pending.append((start, doc))
         # an unmarked hour may be half written: the 1-minute tier answers it
-        blocks: list[Block] = [(start, {cell_key(doc): RollupCell.from_doc(doc)})
-                               for start, doc in pending if start in marked]
-        return blocks, sorted(marked)
+        windows: list[WindowCells] = [(start, {cell_key(doc): RollupCell.from_doc(doc)})
+                                      for start, doc in pending if start in marked]
+        return windows, sorted(marked)
 
-    def minutes(self, session: SearchSession, query: RollupQuery, pieces: list[tuple[int, int]]) -> Iterable[Block]:
+    def minutes(self, session: SearchSession, query: RollupQuery,
+                pieces: list[tuple[int, int]]) -> Iterable[WindowCells]:
         for start, doc in session.scan(self.indices(TIER_1M, pieces), pieces_query(query, pieces), self._page_size):
             yield start, {cell_key(doc): RollupCell.from_doc(doc)}
 
@@ -348,14 +350,14 @@ class RollupReader:
     def _read_cells(self, session: SearchSession, query: RollupQuery, from_ms: int, to_ms: int, hourly: bool,
                     place: Placer, whole_days: bool) -> dict[Hashable, RollupCell]:
         """Merge the windows of ``[from, to)`` into cells keyed by ``place(window start, key)``; ``whole_days``:
-        the placing does not split a UTC day, so a day may come as one block."""
+        the placing does not split a UTC day, so a day may come as one entry."""
         cells: dict[Hashable, RollupCell] = {}
         hours: list[int] = []
         first_hour, end_hour = full_hours(from_ms, to_ms)
         if hourly and first_hour < end_hour:
             session.stats.tiers.append(TIER_1H)
-            blocks, hours = self._windows.hours(session, query, first_hour, end_hour, whole_days)
-            _place(cells, place, blocks)
+            hourly_windows, hours = self._windows.hours(session, query, first_hour, end_hour, whole_days)
+            _place(cells, place, hourly_windows)
         pieces = complement(from_ms, to_ms, hours)
         if pieces:
             session.stats.tiers.append(TIER_1M)
@@ -399,10 +401,10 @@ def add_cell(cells: dict[Any, RollupCell], key: Hashable, cell: RollupCell) -> N
         total.merge(cell)
 
 
-def _place(cells: dict[Hashable, RollupCell], place: Placer, blocks: Iterable[Block]) -> None:
-    """Sum every block's cells into ``cells``, each under ``place(window start, key)``."""
-    for start, block in blocks:
-        for key, cell in block.items():
+def _place(cells: dict[Hashable, RollupCell], place: Placer, windows: Iterable[WindowCells]) -> None:
+    """Sum every window's cells into ``cells``, each under ``place(window start, key)``."""
+    for start, window in windows:
+        for key, cell in window.items():
             add_cell(cells, place(start, key), cell)
 
 

@@ -26,7 +26,7 @@ import urllib3
 from common.clients import search_error, search_refusal
 from common.settings import Settings, SettingsError
 from engine.batch import Batch
-from engine.counters import C, CounterSlot
+from engine.counters import Counter, CounterSlot
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Flusher:
         became_long = not streak.long and lasted >= self._long_s
         if became_long:
             streak.long = True
-            self._count(C.retry_streaks)
+            self._count(Counter.retry_streaks)
         if became_long or (streak.long and streak.attempts % WARN_EVERY_ATTEMPTS == 0):
             log.warning("search cluster: %s; retrying for %.0fs now (%d attempts, next in %.1fs)", why, lasted,
                         streak.attempts, delay)

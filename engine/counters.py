@@ -14,7 +14,7 @@ from engine.shm import Segment
 LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class C(IntEnum):
+class Counter(IntEnum):
     """Counter slots. Names are the metric suffixes."""
 
     consumed_logs = 0
@@ -45,8 +45,8 @@ class C(IntEnum):
     latency_bucket_0 = 25  # .. latency_bucket_0 + len(LATENCY_BOUNDS): histogram counts
 
 
-SLOTS = C.latency_bucket_0 + len(LATENCY_BOUNDS) + 1
-GAUGES = frozenset({C.heartbeat_ms, C.blocks_in_use, C.inflight_bytes, C.paused})
+SLOTS = Counter.latency_bucket_0 + len(LATENCY_BOUNDS) + 1
+GAUGES = frozenset({Counter.heartbeat_ms, Counter.blocks_in_use, Counter.inflight_bytes, Counter.paused})
 
 
 class CounterSlot:
@@ -72,8 +72,8 @@ class CounterSlot:
             if seconds <= bound:
                 break
             bucket += 1
-        self._view[C.latency_bucket_0 + bucket] += 1
-        self._view[C.bulk_latency_us] += int(seconds * 1_000_000)
+        self._view[Counter.latency_bucket_0 + bucket] += 1
+        self._view[Counter.bulk_latency_us] += int(seconds * 1_000_000)
 
     def snapshot(self) -> list[int]:
         return list(self._view)
@@ -99,7 +99,7 @@ class CounterTable:
         total = [0] * SLOTS
         for slot in self.slots:
             for i, value in enumerate(slot.snapshot()):
-                if i not in GAUGES or i == C.inflight_bytes or i == C.blocks_in_use:
+                if i not in GAUGES or i == Counter.inflight_bytes or i == Counter.blocks_in_use:
                     total[i] += value
         return total
 

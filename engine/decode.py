@@ -78,8 +78,9 @@ def log_doc_id(topic: str, partition: int, offset: int, array_index: int | None)
     return base if array_index is None else f"{base}-{array_index}"
 
 
-class RecordDecoder:
-    """Built once per worker process: holds the msgspec codecs and the refiner's caches."""
+class EventDecoder:
+    """Log and span records -> bulk entries and rejects. Built once per worker process: holds the msgspec
+    codecs and the refiner's caches."""
 
     def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int) -> None:
         self._decode = msgspec.json.Decoder().decode

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from common.normalize import TimeFormatter
 from common.schema import DeadLetter
 from engine.batch import SPAN, Batch
-from engine.counters import C, CounterSlot
+from engine.counters import Counter, CounterSlot
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,13 @@ class Publisher:
             failed_at=self._clock.format(time.time_ns() // 1_000_000),
         )
         self._produce(batch, self.dlq_topic, key, self._encode(letter))
-        self.counters.add(C.dlq_spans if kind == SPAN else C.dlq_logs)
+        self.counters.add(Counter.dlq_spans if kind == SPAN else Counter.dlq_logs)
 
     def republish(self, batch: Batch, index: int) -> None:
         """An ERROR/FATAL log, as stored, to the error topic, keyed by service_name."""
         document = batch.document(index)
         self._produce(batch, self.error_topic, self._service(document).service_name.encode(), document)
-        self.counters.add(C.errors_published)
+        self.counters.add(Counter.errors_published)
 
     def poll(self) -> None:
         self.producer.poll(0)

@@ -42,7 +42,7 @@ class Window:
     cells: dict[CellKey, RollupCell] = field(default_factory=dict)
     count: int = 0
     last_offset: int = -1
-    written: int = 0  # count at the last write
+    written: int | None = 0  # count at the last write; None: write it again (its last write found no room)
     release_seq: int = 0  # the batch that carries its final write; 0 while it may still change
     stored: bool = False  # its final write is stored
 

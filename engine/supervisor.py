@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.settings import Settings
-from engine.counters import C, CounterTable, LagTable
+from engine.counters import Counter, CounterTable, LagTable
 from engine.shm import BlockPool, remove_stale_segments, segment_name
 from engine.throughput import ThroughputLog
 from engine.worker import HALTS, now_ms, run_worker
@@ -136,7 +136,7 @@ class Supervisor:
                     break
                 if not self.stopping:
                     self.spawn_workers()
-                    self.run_jobs(throughput)
+                    self.log_throughput(throughput)
         finally:
             jobs.stop()
             self.stop_workers()
@@ -203,7 +203,7 @@ class Supervisor:
         now = now_ms()
         timeout_ms = self.settings.engine_worker_timeout_s * 1000
         for slot in self.live():
-            beat = self.counters.slots[slot.index].get(C.heartbeat_ms)
+            beat = self.counters.slots[slot.index].get(Counter.heartbeat_ms)
             booting = time.monotonic() - slot.started < BOOT_GRACE_S and beat < slot.started_ms
             if not booting and now - beat > timeout_ms:
                 log.error("worker %d (pid %d) missed its heartbeat for %.0fs: killing it", slot.index, slot.pid,
@@ -253,7 +253,7 @@ class Supervisor:
         counters = self.counters.slots[slot.index]
         slot.started = time.monotonic()
         slot.started_ms = now_ms()
-        counters.set(C.heartbeat_ms, 0)
+        counters.set(Counter.heartbeat_ms, 0)
         parent = os.getpid()
         pid = os.fork()
         if pid:
@@ -288,11 +288,11 @@ class Supervisor:
         if os.getppid() != parent:
             os._exit(1)
 
-    def run_jobs(self, throughput: ThroughputLog) -> None:
+    def log_throughput(self, throughput: ThroughputLog) -> None:
         assert self.counters is not None
         totals = self.counters.totals()
-        stored = {self.settings.kafka_apm_log_topic: totals[C.stored_logs],
-                  self.settings.kafka_apm_span_topic: totals[C.stored_spans]}
+        stored = {self.settings.kafka_apm_log_topic: totals[Counter.stored_logs],
+                  self.settings.kafka_apm_span_topic: totals[Counter.stored_spans]}
         for line in throughput.lines(stored, now_ms()):
             log.info("%s", line)
 

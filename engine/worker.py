@@ -22,8 +22,8 @@ from common.settings import Settings, SettingsError
 from engine.batch import LOG, ROLLUP, SPAN, Batch
 from engine.bulk import Flusher, FlushResult
 from engine.commit import CommitPolicy, CommitTracker
-from engine.counters import C, CounterSlot, LagTable
-from engine.decode import Decoded, Entry, RecordDecoder
+from engine.counters import Counter, CounterSlot, LagTable
+from engine.decode import Decoded, Entry, EventDecoder
 from engine.publish import Publisher
 from engine.rollups import RollupStage
 from engine.shm import BlockPool
@@ -70,8 +70,8 @@ class Worker:
         signal.signal(signal.SIGQUIT, self.handle_int)
         s = self.settings
         self.names = IndexNames(s.opensearch_index_prefix)
-        self.decoder = RecordDecoder(self.names, s.kafka_apm_log_topic, s.kafka_apm_span_topic,
-                                     s.engine_max_message_bytes)
+        self.decoder = EventDecoder(self.names, s.kafka_apm_log_topic, s.kafka_apm_span_topic,
+                                    s.engine_max_message_bytes)
         self.rollups = RollupStage(self.names, s.rollup_grace_ms, msgspec.json.Encoder().encode)
         creator = IndexCreator(opensearch_client(s), self.names)
         self.flusher = Flusher(s, creator.ensure, s.bulk_max_parallel_flushes, counters=self.counters)
@@ -143,7 +143,7 @@ class Worker:
     # ------------------------------------------------------------------ the cycle
 
     def heartbeat(self) -> None:
-        self.counters.set(C.heartbeat_ms, now_ms())
+        self.counters.set(Counter.heartbeat_ms, now_ms())
 
     def fetch(self) -> None:
         if self.held:
@@ -165,8 +165,7 @@ class Worker:
         now = now_ms()
         decode, assigned, span_topic = self.decoder.decode, self.assigned, self.settings.kafka_apm_span_topic
         max_docs = self.settings.bulk_batch_size
-        tally = [0, 0, 0, 0, 0]  # by kind (LOG 0, SPAN 1): records, then 2 + kind: events; 4: dropped keys
-        taken = 0
+        log_records = span_records = log_events = span_events = dropped_keys = taken = 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -188,23 +187,26 @@ class Worker:
                 if batch is None:
                     break
             kind = SPAN if topic == span_topic else LOG
-            tally[kind] += 1
-            tally[2 + kind] += len(decoded.entries) + len(decoded.rejects)
-            tally[4] += decoded.dropped_keys
+            events = len(decoded.entries) + len(decoded.rejects)
+            dropped_keys += decoded.dropped_keys
             written = self._write(batch, message, kind, decoded)
             if kind == SPAN:
+                span_records += 1
+                span_events += events
                 rollups = self.rollups.get((topic, partition))  # type: ignore[arg-type]
                 for entry in written:
                     rollups.add(offset, entry.event, entry.epoch_ms, kafka_ms)  # type: ignore[arg-type]
                 batch.cover(topic, partition, offset, rollups.watermark)  # type: ignore[arg-type]
             else:
+                log_records += 1
+                log_events += events
                 batch.cover(topic, partition, offset)  # type: ignore[arg-type]
             taken += 1
-        add = self.counters.add
-        for counter, amount in zip((C.consumed_logs, C.consumed_spans, C.events_logs, C.events_spans,
-                                    C.dropped_keys), tally, strict=True):
+        for counter, amount in ((Counter.consumed_logs, log_records), (Counter.consumed_spans, span_records),
+                                (Counter.events_logs, log_events), (Counter.events_spans, span_events),
+                                (Counter.dropped_keys, dropped_keys)):
             if amount:
-                add(counter, amount)
+                self.counters.add(counter, amount)
         return taken
 
     def _room_for(self, decoded: Decoded) -> Batch | None:
@@ -243,7 +245,7 @@ class Worker:
             return None
         self._seq += 1
         self.batch = Batch(self._seq, block, now_ms())
-        self.counters.set(C.blocks_in_use, self.pool.total - self.pool.free)
+        self.counters.set(Counter.blocks_in_use, self.pool.total - self.pool.free)
         return self.batch
 
     def seal(self) -> None:
@@ -254,7 +256,7 @@ class Worker:
         batch.sealed = True
         self.tracker.track(batch)
         if batch.count:
-            self.counters.add(C.inflight_bytes, batch.size)
+            self.counters.add(Counter.inflight_bytes, batch.size)
             self.flusher.submit(batch)
         else:
             self._release(batch)
@@ -278,14 +280,14 @@ class Worker:
             batch = self.open_batch()
         if batch is None or batch.room() < need:
             for write in writes:  # no block free: write them again next time
-                write.window.written = -1
+                write.window.written = None
             return
         for write in writes:
             batch.append(write.line, None, ROLLUP)
             batch.indices.add((METRICS_1M, write.index))
             if write.final:
                 write.window.release_seq = batch.seq
-        self.counters.add(C.rollup_docs, len(writes))
+        self.counters.add(Counter.rollup_docs, len(writes))
 
     def seal_if_due(self) -> None:
         batch = self.batch
@@ -324,16 +326,16 @@ class Worker:
         batch = result.batch
         statuses = result.statuses
         counters = self.counters
-        counters.add(C.bulk_requests)
+        counters.add(Counter.bulk_requests)
         counters.observe_latency(result.latency_s)
-        counters.add(C.bytes_sent, result.bytes_sent)
-        counters.add(C.retries, result.retries)
-        counters.add(C.batch_docs, batch.count)
-        counters.add(C.batches)
-        counters.add(C.inflight_bytes, -batch.size)
+        counters.add(Counter.bytes_sent, result.bytes_sent)
+        counters.add(Counter.retries, result.retries)
+        counters.add(Counter.batch_docs, batch.count)
+        counters.add(Counter.batches)
+        counters.add(Counter.inflight_bytes, -batch.size)
         if statuses is not None:
             kinds = batch.kinds
-            counters.add(C.duplicates, sum(1 for i, s in enumerate(statuses) if s == 409 and kinds[i] != ROLLUP))
+            counters.add(Counter.duplicates, sum(1 for i, s in enumerate(statuses) if s == 409 and kinds[i] != ROLLUP))
             for index, reason in result.errors.items():
                 kind = kinds[index]
                 batch.docs[kind] -= 1
@@ -351,11 +353,11 @@ class Worker:
     def _release(self, batch: Batch) -> None:
         if batch.block is not None:
             self.pool.release(batch.block)
-            self.counters.set(C.blocks_in_use, self.pool.total - self.pool.free)
+            self.counters.set(Counter.blocks_in_use, self.pool.total - self.pool.free)
 
     def _count_stored(self, batch: Batch) -> None:
-        self.counters.add(C.stored_logs, batch.docs[LOG])
-        self.counters.add(C.stored_spans, batch.docs[SPAN])
+        self.counters.add(Counter.stored_logs, batch.docs[LOG])
+        self.counters.add(Counter.stored_spans, batch.docs[SPAN])
 
     # ------------------------------------------------------------------ commits and rebalances
 
@@ -397,14 +399,14 @@ class Worker:
         if self.paused:
             return
         self.paused = True
-        self.counters.set(C.paused, 1)
+        self.counters.set(Counter.paused, 1)
         if self.assigned:
             self.consumer.pause([TopicPartition(t, p) for t, p in self.assigned])
 
     def resume_if_possible(self) -> None:
         if self.paused and self.pool.free > 0 and not self.held and not self.stopping:
             self.paused = False
-            self.counters.set(C.paused, 0)
+            self.counters.set(Counter.paused, 0)
             if self.assigned:
                 self.consumer.resume([TopicPartition(t, p) for t, p in self.assigned])
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -28,6 +28,21 @@ from common.settings import Settings
 from common.traffic import Record
 
 ROOT = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+
+
+def eventually(predicate: Callable[[], T], timeout_s: float, what: str | Callable[[], str],
+               interval_s: float = 0.1) -> T:
+    """Call ``predicate`` every ``interval_s`` until it returns something true, and return that. After
+    ``timeout_s``, fail with an AssertionError naming ``what`` was awaited: a string, or a function giving the
+    message only then (a log's tail, say). An exception from ``predicate`` ends the wait at once."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what() if callable(what) else what}")
+        time.sleep(interval_s)
+    return result
 
 
 class EngineProcess:

@@ -4,7 +4,7 @@ The traffic is loadgen's (``common.traffic.generate`` with a fixed seed and a fi
 targeted records for what loadgen never emits: a service name with a space (``auth service``), the
 ``dev``/``development`` environment and spellings with spaces (``" PROD "``), an endpoint name with a space
 and no slash, and logs outside any trace. Every record goes through the engine's own decode
-(``engine.decode.RecordDecoder``: normalization, daily index, document ids) and the resulting NDJSON is sent
+(``engine.decode.EventDecoder``: normalization, daily index, document ids) and the resulting NDJSON is sent
 to ``_bulk`` into daily indices created by ``IndexCreator``. Tests then compare the API's answers with
 numbers computed in Python from the very documents that were stored.
 """
@@ -29,7 +29,7 @@ from common.indices import IndexCreator, IndexNames
 from common.normalize import format_timestamp, parse_timestamp
 from common.settings import Settings
 from common.traffic import generate
-from engine.decode import RecordDecoder
+from engine.decode import EventDecoder
 
 LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
 SPAN_WINDOW_MS = 40 * 60_000
@@ -115,7 +115,7 @@ def index_dataset(client: Any, names: IndexNames, seed: int, now_ms: int,
     """Decode loadgen's and the extra records like the engine, bulk them (refreshed), keep the stored docs.
 
     ``trace_gap_ms``: mean gap between loadgen traces (larger: a smaller dataset)."""
-    decoder, creator = RecordDecoder(names, LOG_TOPIC, SPAN_TOPIC, 1 << 20), IndexCreator(client, names)
+    decoder, creator = EventDecoder(names, LOG_TOPIC, SPAN_TOPIC, 1 << 20), IndexCreator(client, names)
     data, body = Dataset(now_ms=now_ms), bytearray()
     records = [*loadgen_records(seed, now_ms, trace_gap_ms), *extra_records(seed, now_ms)]
     for offset, (topic, value) in enumerate(records):

@@ -28,6 +28,7 @@ from common.clients import opensearch_client
 from common.indices import IndexNames
 from common.settings import load_settings
 from common.stack import LocalStack, free_port
+from tests.harness import eventually
 
 pytestmark = pytest.mark.integration
 SERVICE, ENDPOINT = ENDPOINTS[0]  # "GET /api/orders/{id}"
@@ -65,17 +66,16 @@ def running_api(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterat
         env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),  # noqa: SIM115
     )
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        with contextlib.suppress(OSError):
+            if fetch(f"{base}/health", timeout=2)[0] == 200:
+                return True
+        assert process.poll() is None, log_path.read_text()
+        return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if fetch(f"{base}/health", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the API did not come up"
-            time.sleep(0.2)
+        eventually(healthy, 30, "the API to come up", interval_s=0.2)
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
@@ -141,10 +141,8 @@ def test_search_outage_is_503_then_recovers(server: tuple[str, Dataset, Path], s
         assert fetch(f"{base}/health")[0] == 503
     finally:
         stack.start_search()
-    deadline = time.monotonic() + 20
-    while fetch(f"{base}/query/spans?size=1")[0] != 200:
-        assert time.monotonic() < deadline, "the API did not recover after the search server came back"
-        time.sleep(0.5)
+    eventually(lambda: fetch(f"{base}/query/spans?size=1")[0] == 200, 20,
+               "the API to recover after the search server came back", interval_s=0.5)
     assert fetch(f"{base}/health")[0] == 200
 
 

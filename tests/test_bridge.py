@@ -31,7 +31,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridge.clients import ClientQueue, Subscriber, Subscription
-from bridge.codec import PING_FRAME, Delivery, Malformed, RecordDecoder, text_frame
+from bridge.codec import PING_FRAME, Delivery, ErrorRecordDecoder, Malformed, text_frame
 from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import Outbox
@@ -40,6 +40,7 @@ from common.clients import producer_config
 from common.settings import Settings
 from common.stack import free_port
 from common.topics import create_topics
+from tests.harness import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = "https://ui.example"
@@ -54,14 +55,14 @@ def _delivery(service: str = "svc", environment: str = "production") -> Delivery
 @given(st.binary())
 @example(b'{"message": "\x80"}')  # a JSON string of invalid UTF-8: msgspec raises UnicodeDecodeError
 def test_decoder_never_raises_on_arbitrary_bytes(value: bytes) -> None:
-    assert isinstance(RecordDecoder().decode(value), (Delivery, Malformed))
+    assert isinstance(ErrorRecordDecoder().decode(value), (Delivery, Malformed))
 
 
 def test_decoder_builds_the_event_and_its_frame() -> None:
     doc = {"@timestamp": "2024-05-01T10:00:00.000Z", "ingested_at": "2024-05-01T10:00:01.000Z",
            "service_name": "checkout", "environment": "PROD", "level": "ERROR", "message": "boom",
            "http_status_code": 502, "type": "log"}
-    delivery = RecordDecoder().decode(json.dumps(doc).encode())
+    delivery = ErrorRecordDecoder().decode(json.dumps(doc).encode())
     assert isinstance(delivery, Delivery)
     expected = {"timestamp": "2024-05-01T10:00:00.000Z", "service_name": "checkout", "environment": "PROD",
                 "level": "ERROR", "message": "boom", "http_status_code": 502}
@@ -321,13 +322,11 @@ class RunningBridge:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_healthy(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             assert self.process.poll() is None, f"bridge exited:\n{self.log()}"
-            if self.health()[0] == 200:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"bridge not healthy within {timeout_s}s:\n{self.log()}")
+            return self.health()[0] == 200
+
+        eventually(healthy, timeout_s, lambda: f"the bridge to be healthy:\n{self.log()}")
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -349,12 +348,14 @@ class RunningBridge:
         return values
 
     def wait_metric(self, name: str, predicate: Callable[[float], bool], timeout_s: float = 10.0) -> float:
-        deadline = time.monotonic() + timeout_s
-        value = self.metrics().get(name, 0.0)
-        while not predicate(value):
-            assert time.monotonic() < deadline, f"{name} stayed at {value}:\n{self.log()}"
-            time.sleep(0.05)
+        value = 0.0
+
+        def reached() -> bool:
+            nonlocal value
             value = self.metrics().get(name, 0.0)
+            return predicate(value)
+
+        eventually(reached, timeout_s, lambda: f"{name} (still {value}):\n{self.log()}")
         return value
 
     def log(self) -> str:
@@ -593,13 +594,6 @@ class SocketIOReader:
         self.client.disconnect()
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def wait_connected(bridge: RunningBridge, websocket_clients: int = 0, socketio_clients: int = 0) -> None:
     """Clients count as connected once the hub fans out to them (the handshake alone is not enough)."""
     bridge.wait_metric('panopticon_bridge_clients{protocol="websocket"}', lambda v: v == websocket_clients)
@@ -638,7 +632,7 @@ def test_plain_and_socketio_clients_receive_every_error_with_the_documented_fiel
 
     expected = [expected_event(doc) for doc in docs]
     for reader in (plain, sio):
-        wait_for(lambda r=reader: len(r.received) >= len(docs), what=f"{type(reader).__name__} errors")
+        eventually(lambda r=reader: len(r.received) >= len(docs), 5, f"{type(reader).__name__} errors")
         assert sorted((e for _, e in reader.received), key=lambda e: e["message"]) == \
             sorted(expected, key=lambda e: e["message"])
         latencies = [at - producer.sent_at[event["message"]] for at, event in reader.received]
@@ -706,8 +700,8 @@ def test_filters_deliver_only_matching_errors(start_bridge: Bridges,
             if match:
                 wanted.append(message)
     producer.flush()
-    wait_for(lambda: len(everything.received) == 3 * len(cases), what="unfiltered errors")
-    wait_for(lambda: len(filtered.received) >= len(wanted), what="filtered errors")
+    eventually(lambda: len(everything.received) == 3 * len(cases), 5, "unfiltered errors")
+    eventually(lambda: len(filtered.received) >= len(wanted), 5, "filtered errors")
     time.sleep(0.3)
     assert sorted(filtered.messages()) == sorted(wanted)
     assert bridge.metrics()["panopticon_bridge_filtered_total"] == 3 * len(cases) - len(wanted)
@@ -723,10 +717,10 @@ def test_replay_gives_the_last_errors_oldest_first(start_bridge: Bridges,
     bridge.wait_metric("panopticon_bridge_relayed_total", lambda v: v == 8)
     late = PlainReader(bridge.ws_url)
     filtered = PlainReader(f"{bridge.ws_url}?service=nobody")
-    wait_for(lambda: len(late.received) >= 5, what="replay")
+    eventually(lambda: len(late.received) >= 5, 5, "replay")
     producer.error("new", service="svc")
     producer.flush()
-    wait_for(lambda: len(late.received) >= 6, what="live error after the replay")
+    eventually(lambda: len(late.received) >= 6, 5, "live error after the replay")
     assert late.messages() == ["old 3", "old 4", "old 5", "old 6", "old 7", "new"]
     assert filtered.received == []
 
@@ -745,7 +739,7 @@ def test_two_instances_each_deliver_every_error(start_bridge: Bridges,
         producer.error(message)
     producer.flush()
     for reader in readers:
-        wait_for(lambda r=reader: len(r.received) >= len(messages), what="every error on every instance")
+        eventually(lambda r=reader: len(r.received) >= len(messages), 5, "every error on every instance")
         assert sorted(reader.messages()) == sorted(messages)
 
 
@@ -790,8 +784,8 @@ def test_a_client_that_never_reads_does_not_delay_the_others_and_is_disconnected
     bridge.wait_metric("panopticon_bridge_slow_clients_total", lambda v: v == 1)
     assert _read_until_closed(stuck, timeout_s=10) == 1008, bridge.log()
     bridge.wait_metric('panopticon_bridge_disconnects_total{reason="slow"}', lambda v: v == 1)
-    wait_for(lambda: all(len(r) >= len(messages) for r in fast.received),
-             what=f"fast clients: {[len(r) for r in fast.received]} {bridge.metrics()}")
+    eventually(lambda: all(len(r) >= len(messages) for r in fast.received), 5,
+               lambda: f"fast clients: {[len(r) for r in fast.received]} {bridge.metrics()}")
     for received in fast.received:
         latencies = sorted(at - producer.sent_at[event["message"]] for at, event in received)
         assert len(latencies) == len(messages)
@@ -817,6 +811,6 @@ def test_malformed_records_are_skipped_and_the_bridge_keeps_running(
     bridge.wait_metric("panopticon_bridge_malformed_total", lambda v: v == 7)
     producer.error("still alive")
     producer.flush()
-    wait_for(lambda: reader.messages() == ["still alive"], what="a valid error after malformed ones")
+    eventually(lambda: reader.messages() == ["still alive"], 5, "a valid error after malformed ones")
     assert bridge.process.poll() is None
     assert bridge.health() == (200, {"status": "ok", "feed": "running", "clients": 1})

@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from common.indices import IndexNames
 from engine.batch import LOG, SPAN
-from engine.decode import Decoded, RecordDecoder, log_doc_id, span_doc_id
+from engine.decode import Decoded, EventDecoder, log_doc_id, span_doc_id
 
 SAMPLES = Path(__file__).resolve().parent / "samples"  # the ingest contract's samples, kept in the repo
 NOW = 1_795_773_601_000
 
 
-def decoder(max_bytes: int = 1_048_576) -> RecordDecoder:
-    return RecordDecoder(IndexNames("p-"), "apm.logs", "apm.spans", max_bytes)
+def decoder(max_bytes: int = 1_048_576) -> EventDecoder:
+    return EventDecoder(IndexNames("p-"), "apm.logs", "apm.spans", max_bytes)
 
 
 def lines(name: str) -> list[bytes]:

@@ -16,9 +16,10 @@ from common.stack import free_port
 from common.topics import create_topics
 from common.traffic import generate
 from engine.shm import SHM_DIR
-from tests.harness import EngineProcess, Sent, Store, produce, read_topic
+from tests.harness import EngineProcess, Sent, Store, eventually, produce, read_topic
 
 pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
@@ -39,22 +40,20 @@ def records(count: int, seed: int, invalid_ratio: float = 0.0) -> list:
 
 
 def workers(engine: EngineProcess) -> list[psutil.Process]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def started() -> list[psutil.Process]:
         children = [p for p in psutil.Process(engine.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
-        if len(children) >= 2:
-            return children
-        time.sleep(0.2)
-    raise AssertionError("the workers did not start")
+        return children if len(children) >= 2 else []
+
+    return eventually(started, 30, "the workers to start")
 
 
-def wait_until(predicate, timeout_s: float = 180.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
+def wait_for_logs(store: Store, more_than: int) -> None:
+    eventually(lambda: store.count("logs-apm") > more_than, 180, f"more than {more_than} logs stored", interval_s=0.3)
+
+
+def wait_for_replacement(engine: EngineProcess) -> None:
+    """Two workers spawned at start, then one replacement."""
+    eventually(lambda: engine.log().count("spawned worker") >= 3, 180, "a replacement worker")
 
 
 def assert_all_stored(store: Store, sent: Sent, engine: EngineProcess) -> None:
@@ -70,9 +69,9 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env
     engine = EngineProcess(env, tmp_path / "engine.log").start()
     engines.append(engine)
     victim = workers(engine)[0]
-    assert wait_until(lambda: store.count("logs-apm") > 1000)
+    wait_for_logs(store, 1000)
     victim.send_signal(signal.SIGKILL)
-    assert wait_until(lambda: engine.log().count("spawned worker") >= 3)  # two at start, one replacement
+    wait_for_replacement(engine)
     assert_all_stored(store, sent, engine)
     assert "replacing it" in engine.log()
     assert engine.terminate() == 0
@@ -90,7 +89,7 @@ def test_with_static_membership_a_replaced_worker_takes_its_seat_at_once(setting
     assert_all_stored(store, first, engine)
     workers(engine)[0].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
-    assert wait_until(lambda: engine.log().count("spawned worker") >= 3)
+    wait_for_replacement(engine)
     more = produce(settings, records(4_000, seed=38))
     total = Sent(first.records + more.records)
     assert store.wait_for("logs-apm", total.valid_logs(), timeout_s=50) == total.valid_logs(), engine.log()[-2000:]
@@ -106,15 +105,15 @@ def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[st
     engine = EngineProcess(env, tmp_path / "engine.log").start()
     engines.append(engine)
     victim = workers(engine)[1]
-    assert wait_until(lambda: store.count("logs-apm") > 500)
+    wait_for_logs(store, 500)
     victim.send_signal(signal.SIGSTOP)
-    assert wait_until(lambda: "missed its heartbeat" in engine.log(), timeout_s=30), engine.log()[-2000:]
-    assert wait_until(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 10)
-    assert wait_until(lambda: engine.log().count("spawned worker") >= 3)
+    eventually(lambda: "missed its heartbeat" in engine.log(), 30,
+               lambda: f"'missed its heartbeat' in the log:\n{engine.log()[-2000:]}")
+    eventually(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 10,
+               "the hung worker to be killed")
+    wait_for_replacement(engine)
     assert_all_stored(store, sent, engine)
     assert engine.terminate() == 0
-
-
 
 
 def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: Settings, env: dict[str, str],
@@ -123,17 +122,18 @@ def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: S
     store = Store(settings)
     first = EngineProcess({**env, "ENGINE_WORKERS": "1"}, tmp_path / "first.log", workers=1).start()
     engines.append(first)
-    assert wait_until(lambda: store.count("logs-apm") > 1000)
+    wait_for_logs(store, 1000)
     second_env = {**env, "ENGINE_INSTANCE_ID": env["ENGINE_INSTANCE_ID"] + "-b", "ENGINE_METRICS_PORT": "0"}
     second = EngineProcess(second_env, tmp_path / "second.log", workers=1).start()
     engines.append(second)
-    assert wait_until(lambda: "assigned [(" in second.log(), 90), second.log()
+    eventually(lambda: "assigned [(" in second.log(), 90, lambda: f"the second's first assignment:\n{second.log()}")
     # the first gave up part of its partitions: revoked, or "lost" when the broker ended its generation first
     assert " revoked " in first.log() or " lost " in first.log(), first.log()[-2000:]
     more = produce(settings, records(10_000, seed=34))
     assignments = first.log().count("assigned [(")
     assert second.terminate() == 0  # it leaves the group: the first takes its partitions back
-    assert wait_until(lambda: first.log().count("assigned [(") > assignments, 90), first.log()[-2000:]
+    eventually(lambda: first.log().count("assigned [(") > assignments, 90,
+               lambda: f"the first to take the partitions back:\n{first.log()[-2000:]}")
     last = produce(settings, records(4_000, seed=35))
     total = Sent(sent.records + more.records + last.records)
     assert_all_stored(store, total, first)
@@ -198,7 +198,8 @@ def test_counters_equal_what_was_sent_stored_and_dead_lettered(settings: Setting
         return urllib.request.urlopen(url, timeout=5).read().decode()
 
     logs, spans = settings.kafka_apm_log_topic, settings.kafka_apm_span_topic
-    assert wait_until(lambda: metric(scrape(), "panopticon_engine_errors_republished_total") == sent.error_logs())
+    eventually(lambda: metric(scrape(), "panopticon_engine_errors_republished_total") == sent.error_logs(), 180,
+               f"{sent.error_logs()} errors republished")
     text = scrape()
     assert metric(text, "panopticon_engine_records_total", topic=logs, outcome="consumed") + metric(
         text, "panopticon_engine_records_total", topic=spans, outcome="consumed") == len(sent.records)
@@ -209,6 +210,7 @@ def test_counters_equal_what_was_sent_stored_and_dead_lettered(settings: Setting
     assert metric(text, "panopticon_engine_duplicates_total") == 0
     assert metric(text, "panopticon_engine_bulk_requests_total") > 0
     for partition in range(4):  # everything committed: the log partitions have no lag left
-        assert wait_until(lambda p=str(partition): metric_or_none(  # reported once its owner has fetched it
-            scrape(), "panopticon_engine_consumer_lag", topic=logs, partition=p) == 0, 20)
+        eventually(lambda p=str(partition): metric_or_none(  # reported once its owner has fetched it
+            scrape(), "panopticon_engine_consumer_lag", topic=logs, partition=p) == 0, 20,
+            f"no lag on {logs} partition {partition}")
     assert engine.terminate() == 0

@@ -11,7 +11,7 @@ from common.indices import IndexNames, expired_indices
 from common.settings import load_settings
 from engine.batch import Batch
 from engine.commit import CommitTracker
-from engine.counters import C, CounterTable
+from engine.counters import Counter, CounterTable
 from engine.shm import SHM_DIR, BlockPool, remove_stale_segments, segment_name
 from engine.throughput import ThroughputLog, duration
 
@@ -101,11 +101,11 @@ def test_counters_are_shared_across_fork() -> None:
     try:
         pid = os.fork()
         if pid == 0:
-            table.slots[1].add(C.stored_spans, 41)
-            table.slots[1].add(C.stored_spans)
+            table.slots[1].add(Counter.stored_spans, 41)
+            table.slots[1].add(Counter.stored_spans)
             os._exit(0)
         os.waitpid(pid, 0)
-        assert table.totals()[C.stored_spans] == 42
+        assert table.totals()[Counter.stored_spans] == 42
     finally:
         table.close()
         table.segment.unlink()

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,18 +25,11 @@ from common.settings import Settings, load_settings
 from common.stack import LocalStack, free_port
 from common.topics import create_topics
 from common.traffic import generate
-from tests.harness import ROOT, EngineProcess, SearchProxy, Store, committed, produce
+from tests.harness import ROOT, EngineProcess, SearchProxy, Store, committed, eventually, produce
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "engine", "s3cret"
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 def records(count: int, seed: int) -> list:
@@ -146,7 +139,7 @@ def test_a_long_retry_streak_is_logged_with_its_cause_and_counted(settings: Sett
     engine = EngineProcess({**env, "ENGINE_METRICS_PORT": port, "BULK_RETRY_STREAK_S": "2"}, tmp_path / "engine.log",
                            workers=1).start()
     engines.append(engine)
-    wait_until(lambda: "retrying for" in engine.log(), 90, "the streak's WARNING line")
+    eventually(lambda: "retrying for" in engine.log(), 90, "the streak's WARNING line")
     warning = next(line for line in engine.log().splitlines() if "retrying for" in line)
     assert "WARNING" in warning and "_bulk answered HTTP 503: primary shard is not active" in warning, warning
     assert metric(port, "panopticon_engine_bulk_retry_streaks_total") >= 1
@@ -205,7 +198,7 @@ def test_an_unreachable_broker_is_named_periodically(settings_env: dict[str, str
         process = subprocess.Popen([sys.executable, "-m", "common.cli", command], env=env, cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:  # the line repeats every 30 s per client while it lasts (test_engine_units checks the period)
-        wait_until(lambda: f"Kafka unreachable at KAFKA_BROKERS={brokers}: " in log_path.read_text(), 60,
+        eventually(lambda: f"Kafka unreachable at KAFKA_BROKERS={brokers}: " in log_path.read_text(), 60,
                    "a line naming KAFKA_BROKERS")
         assert process.poll() is None  # it keeps retrying
     finally:
@@ -233,7 +226,7 @@ def test_api_instances_leave_no_control_socket_to_share(stack: LocalStack, tmp_p
                  "--threads", "1"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
             log.close()
         for port, process in apis:
-            wait_until(lambda p=port: answers(f"http://127.0.0.1:{p}/health"), 60, "the API")
+            eventually(lambda p=port: answers(f"http://127.0.0.1:{p}/health"), 60, "the API")
             assert process.poll() is None
     finally:
         for _, process in apis:

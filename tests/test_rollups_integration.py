@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 
 from common.histogram import exact_percentile
-from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE
+from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, RollupCell
 from common.settings import load_settings
 from common.stack import LocalStack
 from common.topics import create_topics
 from common.traffic import generate
-from tests.harness import EngineProcess, Store, produce, rollup_cells, stored_server_spans
+from tests.harness import EngineProcess, Key, Store, eventually, produce, rollup_cells, stored_server_spans
 
 pytestmark = pytest.mark.integration
+
+
 def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: dict[str, str], unique: str,
                                                                  tmp_path: Path, stack: LocalStack) -> None:
     env = {**settings_env, "ENGINE_INSTANCE_ID": unique, "BULK_FLUSH_INTERVAL_MS": "200",
@@ -31,7 +33,7 @@ def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: d
     second = None
     try:
         produce(settings, stream[:10_000])
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120  # not `eventually`: after 2 min the kill comes anyway, the checks judge
         while store.count("traces-apm") < 4000 and time.monotonic() < deadline:
             time.sleep(0.2)
         first.kill9()
@@ -44,13 +46,16 @@ def test_rollups_equal_stored_spans_through_kill_9_and_late_data(settings_env: d
         assert store.wait_for("traces-apm", expected_spans) == expected_spans
 
         truth = stored_server_spans(store)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        spans_by_key = {k: len(v) for k, v in truth.items()}
+        cells: dict[Key, RollupCell] = {}
+
+        def counted() -> bool:
+            nonlocal cells
             cells = rollup_cells(store, SCOPE_ENDPOINT)
-            if {k: c.request_count for k, c in cells.items()} == {k: len(v) for k, v in truth.items()}:
-                break
-            time.sleep(1)
-        assert {k: c.request_count for k, c in cells.items()} == {k: len(v) for k, v in truth.items()}
+            return {k: c.request_count for k, c in cells.items()} == spans_by_key
+
+        eventually(counted, 60, lambda: f"rollups counting the {sum(spans_by_key.values())} stored SERVER spans "
+                   f"(last read: {sum(c.request_count for c in cells.values())})", interval_s=1.0)
         assert {k: c.error_count for k, c in cells.items()} == {k: sum(e for _, e in v) for k, v in truth.items()}
         worst = 0.0
         for key, spans in truth.items():

@@ -7,6 +7,7 @@ time, the same bytes.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -93,25 +94,22 @@ class Generator:
         self._rng = random.Random(config.seed)
         self._builder = TraceBuilder(services, self._rng)
         self._producers = {s.name: make_producer(s, i) for i, s in enumerate(services)}
-        self._second = -1  # the last second formatted, and its ISO prefix
+        self._second: int | None = None  # the last second formatted, and its ISO prefix
         self._prefix = ""
         self._virtual_us = (config.base_time_ms or 0) * 1000
 
     def records(self) -> Iterator[Record]:
-        remaining = -1 if self._config.count is None else self._config.count
+        """``count`` records, or without end when it is None."""
+        return itertools.islice(self._endless(), self._config.count)
+
+    def _endless(self) -> Iterator[Record]:
         invalid_ratio = self._config.invalid_ratio
         rng = self._rng
-        while remaining:
+        while True:
             for record in self._trace():
                 while invalid_ratio and rng.random() < invalid_ratio:
                     yield self._malformed(record)
-                    remaining -= 1
-                    if not remaining:
-                        return
                 yield record
-                remaining -= 1
-                if not remaining:
-                    return
 
     # ------------------------------------------------------------ one trace
 
