@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     engine_shm_blocks: Annotated[int, msgspec.Meta(ge=2)] = 4
     bulk_batch_size: Positive = 5000
     bulk_batch_bytes_mb: Annotated[float, msgspec.Meta(gt=0, le=512)] = 8.0
-    bulk_flush_interval_ms: Positive = 1000
+    bulk_flush_interval_ms: Positive = 500  # with the 1 s refresh: searchable within 2 s (p99)
     bulk_max_parallel_flushes: Positive = 2
     bulk_retry_streak_s: PositiveFloat = 30.0  # a request retried this long is logged at WARNING and counted
     stream_throughput_batch_size: int = 5000
