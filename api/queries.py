@@ -1,7 +1,7 @@
 """Query DSL builders. User text only ever appears as the value of ``term``/``terms``/``match``/``range``.
 
-Only what OpenSearch 2.x and the embedded test server both answer: bool/term/terms/range/match/exists,
-sort, from/size, ``track_total_hits`` and the min/max aggregations.
+Plain OpenSearch 2.x query DSL: bool/term/terms/range/match/exists, sort, from/size, ``track_total_hits`` and
+the min/max aggregations.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def _runs(hours: list[int]) -> list[tuple[int, int]]:
 def _shared(query: RollupQuery) -> tuple[RollupQuery, Callable[[Cells], Cells]]:
     """The shape a question is kept under, and how to take its cells out of it. One service's totals
     (``.../metrics``) share the shape of all services (``/query/services``): one read of a window serves every
-    service, where a shape per service would read (and, on the embedded server, scan) once per service."""
+    service, where a shape per service would read once per service."""
     if query.scope != SCOPE_SERVICE or query.service is None:
         return query, _all
     service = query.service

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("engine.main", "run the ingestion engine (supervisor + worker processes)"),
     "api": ("api.main", "serve the read-only query API with gunicorn"),
     "bridge": ("bridge.main", "relay the error topic to browsers over WebSocket and Socket.IO"),
-    "stack": ("common.stack_cli", "start, check or stop the embedded local stack (Kafka + search)"),
+    "stack": ("common.stack_cli", "start, check or stop the local Apache Kafka + OpenSearch"),
     "topics": ("common.topics_cli", "create the topics (idempotent)"),
     "loadgen": ("common.loadgen", "produce realistic logs and spans"),
     "sample": ("common.sample", "send one example log or span"),
