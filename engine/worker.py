@@ -31,6 +31,7 @@ from engine.shm import BlockPool
 log = logging.getLogger(__name__)
 
 FETCH_MAX = 1000
+WATERMARK_ASK_MS = 10_000  # how often the lag report asks the broker about a partition with nothing fetched
 EXIT_REFUSED = 2  # the search cluster refused the credentials: the supervisor halts, the engine exits with it
 EXIT_BOOT_FAILURE = 3  # init_process failed: the supervisor halts instead of restarting
 HALTS = {EXIT_REFUSED: "was refused by the search cluster", EXIT_BOOT_FAILURE: "failed to boot"}
@@ -61,6 +62,7 @@ class Worker:
         self._seq = 0
         self._last_commit = 0
         self._last_rollup = 0
+        self._watermarks: dict[tuple[str, int], tuple[int, int, int]] = {}  # (asked at, high, committed)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -372,14 +374,31 @@ class Worker:
         """High watermark (as last fetched) minus the committed position, per owned partition."""
         if self.lag is None:
             return
+        now = now_ms()
         for topic, partition in self.assigned:
             tp = TopicPartition(topic, partition)
             _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             position = self.tracker.position(topic, partition)
-            if position is None:  # nothing consumed since it was assigned: the fetch position is the committed one
-                position = self.consumer.position([tp])[0].offset
+            if high < 0 or position is None:  # no record fetched or consumed here yet (handed over drained, idle)
+                asked_high, committed = self._ask_broker(tp, now)
+                high = high if high >= 0 else asked_high
+                position = committed if position is None else position
             if high >= 0 and position >= 0:
                 self.lag.set(self.slot, topic, partition, max(0, high - position))
+
+    def _ask_broker(self, tp: TopicPartition, now: int) -> tuple[int, int]:
+        """(high watermark, committed offset) of a partition with nothing fetched or consumed here, from the
+        broker, asked at most every WATERMARK_ASK_MS; -1 where unknown."""
+        key = (tp.topic, tp.partition)
+        asked_at, high, committed = self._watermarks.get(key, (-WATERMARK_ASK_MS, -1, -1))
+        if now - asked_at >= WATERMARK_ASK_MS:
+            try:
+                high = self.consumer.get_watermark_offsets(tp, timeout=1.0)[1]
+                committed = self.consumer.committed([tp], timeout=1.0)[0].offset
+            except KafkaException:
+                high = committed = -1
+            self._watermarks[key] = (now, high, committed)
+        return high, committed
 
     def commit(self, sync: bool, only: set[tuple[str, int]] | None = None) -> None:
         due = self.tracker.due(only if only is not None else self.assigned, self.rollups.position)
@@ -453,6 +472,8 @@ class Worker:
             for topic, partition in gone:
                 self.lag.clear(self.slot, topic, partition)
         self.tracker.forget(gone)
+        for key in gone:
+            self._watermarks.pop(key, None)
         for tp in gone:
             self.rollups.forget(tp)
         self.held = deque(m for m in self.held if (m.topic(), m.partition()) not in gone)

@@ -170,12 +170,22 @@ class Store:
         self.prefix = settings.opensearch_index_prefix
 
     def count(self, kind: str, query: dict[str, Any] | None = None) -> int:
-        """Documents of a kind, after a refresh; 0 before its first index exists. Any failure is raised: a wrong
-        prefix or an unreachable server must fail the test, not read as "nothing stored yet"."""
+        """Documents of a kind, after a refresh; 0 before its first index exists. A 503 (a new index whose shard
+        is still starting) is asked again for up to 30 s; any other failure is raised: a wrong prefix or an
+        unreachable server must fail the test, not read as "nothing stored yet"."""
+        from opensearchpy.exceptions import TransportError
+
         pattern = f"{self.prefix}{kind}-*"
-        self.client.indices.refresh(index=pattern)
         body = {"query": query} if query else None
-        return int(self.client.count(index=pattern, body=body)["count"])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.client.indices.refresh(index=pattern)
+                return int(self.client.count(index=pattern, body=body)["count"])
+            except TransportError as exc:
+                if exc.status_code != 503 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def wait_for(self, kind: str, expected: int, timeout_s: float = 420.0, while_waiting: Callable[[], None] | None
                  = None) -> int:
