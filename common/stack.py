@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra" / "local"
 STATE_FILE = "panopticon-stack.json"
 STOP_GRACE_S = 30.0
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"  # pinned: same jars
 INSTALL_HINT = ("install a Java >= 17 JDK and Maven (Debian: apt-get install openjdk-17-jdk-headless maven), "
                 "or run Kafka and OpenSearch in containers with infra/compose.yaml")
 
@@ -114,7 +115,7 @@ def libraries(component: str) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         print(f"fetching {component} from Maven Central into {target} (once) ...", flush=True)
         fetched = subprocess.run(
-            ["mvn", "-q", "-B", "-f", str(source / "pom.xml"), "dependency:copy-dependencies",
+            ["mvn", "-q", "-B", "-f", str(source / "pom.xml"), DEPENDENCY_PLUGIN,
              f"-DoutputDirectory={target / 'lib'}", "-DincludeScope=runtime"],
             capture_output=True, text=True, check=False)
         if fetched.returncode != 0:
