@@ -62,7 +62,7 @@ class Worker:
         self._seq = 0
         self._last_commit = 0
         self._last_rollup = 0
-        self._watermarks: dict[tuple[str, int], tuple[int, int, int]] = {}  # (asked at, high, committed)
+        self._broker_answers: dict[tuple[str, int], tuple[int, int, int]] = {}  # (asked at, high, committed)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -390,14 +390,14 @@ class Worker:
         """(high watermark, committed offset) of a partition with nothing fetched or consumed here, from the
         broker, asked at most every WATERMARK_ASK_MS; -1 where unknown."""
         key = (tp.topic, tp.partition)
-        asked_at, high, committed = self._watermarks.get(key, (-WATERMARK_ASK_MS, -1, -1))
+        asked_at, high, committed = self._broker_answers.get(key, (-WATERMARK_ASK_MS, -1, -1))
         if now - asked_at >= WATERMARK_ASK_MS:
             try:
                 high = self.consumer.get_watermark_offsets(tp, timeout=1.0)[1]
                 committed = self.consumer.committed([tp], timeout=1.0)[0].offset
             except KafkaException:
                 high = committed = -1
-            self._watermarks[key] = (now, high, committed)
+            self._broker_answers[key] = (now, high, committed)
         return high, committed
 
     def commit(self, sync: bool, only: set[tuple[str, int]] | None = None) -> None:
@@ -473,7 +473,7 @@ class Worker:
                 self.lag.clear(self.slot, topic, partition)
         self.tracker.forget(gone)
         for key in gone:
-            self._watermarks.pop(key, None)
+            self._broker_answers.pop(key, None)
         for tp in gone:
             self.rollups.forget(tp)
         self.held = deque(m for m in self.held if (m.topic(), m.partition()) not in gone)
