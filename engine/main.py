@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 from opensearchpy.exceptions import TransportError
 
 from common.clients import admin_config, opensearch_client, producer_config, safe_url, search_refusal
+from common.clock import now_ms
 from common.indices import IndexNames
 from common.logs import setup_logging
 from common.ports import check_port
@@ -23,7 +24,6 @@ from common.settings import Settings, SettingsError, load_settings
 from engine.compactor import HourlyCompactor
 from engine.retention import RetentionJob, TemplateJob
 from engine.supervisor import Supervisor
-from engine.worker import now_ms
 
 log = logging.getLogger(__name__)
 

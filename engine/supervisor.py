@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from common.clock import now_ms
 from common.settings import Settings
 from engine.counters import Counter, CounterTable, LagTable
 from engine.shm import BlockPool, remove_stale_segments, segment_name
 from engine.throughput import ThroughputLog
-from engine.worker import HALTS, now_ms, run_worker
+from engine.worker import HALTS, run_worker
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 from common.indices import IndexNames, expired_indices
 from common.settings import load_settings
 from engine.batch import Batch
-from engine.commit import CommitTracker
+from engine.committing import CommitTracker
 from engine.counters import Counter, CounterTable
 from engine.shm import SHM_DIR, BlockPool, remove_stale_segments, segment_name
 from engine.throughput import ThroughputLog, duration

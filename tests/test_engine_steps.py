@@ -1,0 +1,278 @@
+"""The worker's steps are exact together: crash anywhere, replay from the commit, and everything adds up.
+
+The real steps (building -> flushing -> committing, with the real RollupStage, decoder and flusher threads)
+run over an in-memory search cluster with OpenSearch's create / external-version rules and a consumer that
+only keeps commits. Records go in, in chunks, with the steps polled between chunks; at a random point the
+owner dies (kill -9: nothing more of it runs, whatever its flusher had in flight lands or not). A new owner
+restores the watermark from the commit metadata and replays from the committed offset, then drains. Every
+span is stored once, and the rollup documents add up to the SERVER spans sent, per service and endpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from confluent_kafka import Message, TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.indices import IndexNames
+from common.normalize import format_timestamp
+from common.rollup import SCOPE_ENDPOINT
+from common.settings import Settings
+from engine.batch import Batch
+from engine.building import Builder
+from engine.bulk import BulkAnswer, Flusher, ItemResult
+from engine.committing import Committing
+from engine.counters import SLOTS, CounterSlot
+from engine.decode import EventDecoder
+from engine.flushing import Flushing
+from engine.publish import Publisher
+from engine.rollups import RollupStage, format_metadata, parse_metadata
+from engine.shm import BlockPool, segment_name
+
+TOPIC = "apm.spans"
+TP = (TOPIC, 0)
+T0 = 1_795_770_000_000
+POOLS = itertools.count()
+
+record = st.tuples(
+    st.integers(-6 * 3_600_000, 120_000),  # event time relative to the stream clock: up to 6 h late
+    st.sampled_from(["a", "b"]), st.sampled_from(["GET /x", "POST /y"]),
+    st.sampled_from(["SERVER", "SERVER", "CLIENT"]), st.booleans(),
+)
+
+
+class SearchCluster:
+    """Documents by id under the bulk API's rules: ``create`` answers 409 for an id it has; an ``index`` with an
+    external version wins only over a lower one. Used as the flusher threads' BulkClient."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def send(self, body: bytes | memoryview) -> BulkAnswer | None:
+        lines = bytes(body).splitlines()
+        statuses = []
+        for action_line, doc_line in zip(lines[::2], lines[1::2], strict=True):
+            (op, meta), = msgspec.json.decode(action_line).items()
+            current = self.docs.get(meta["_id"])
+            version = meta.get("version", 1)
+            if (current is None) if op == "create" else (current is None or version > current[0]):
+                self.docs[meta["_id"]] = (version, msgspec.json.decode(doc_line))
+                statuses.append(201)
+            else:
+                statuses.append(409)
+        if all(s == 201 for s in statuses):
+            return None
+        return BulkAnswer(errors=True, items=[{"create": ItemResult(status=s)} for s in statuses])
+
+    def close(self) -> None:
+        pass
+
+    def rollup_counts(self) -> Counter[tuple[str, str]]:
+        out: Counter[tuple[str, str]] = Counter()
+        for _, doc in self.docs.values():
+            if doc.get("scope") == SCOPE_ENDPOINT:
+                out[(doc["service_name"], doc["endpoint"])] += doc["request_count"]
+        return out
+
+    def span_ids(self) -> list[str]:
+        return sorted(doc["span_id"] for _, doc in self.docs.values() if "span_id" in doc)
+
+
+class CommitLog:
+    """The group's committed offsets: what a consumer's commit() leaves behind."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[tuple[str, int], tuple[int, str]] = {}
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        for tp in offsets:
+            self.offsets[(tp.topic, tp.partition)] = (tp.offset, tp.metadata)
+
+
+class Produced:
+    """The producer's side of Kafka: records kept by topic, each acknowledged at the next poll."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[dict[str, Any]]] = {}
+        self._unacked: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        self.records.setdefault(topic, []).append(msgspec.json.decode(value))
+        self._unacked.append(on_delivery)
+
+    def poll(self, timeout: float = 0) -> int:
+        acked, self._unacked = self._unacked, []
+        for on_delivery in acked:
+            on_delivery(None, None)
+        return len(acked)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+
+@dataclass
+class Owner:
+    """One worker's steps, owning the partition from a committed position."""
+
+    cluster: SearchCluster
+    commits: CommitLog
+    settings: Settings
+    pool: BlockPool
+    clock: list[int] = field(default_factory=lambda: [T0])
+    produced: Produced = field(default_factory=Produced)
+
+    def __post_init__(self) -> None:
+        counters = CounterSlot(memoryview(bytearray(SLOTS * 8)).cast("q"))
+        names = IndexNames()
+        self.assigned = {TP}
+        self.rollups = RollupStage(names, self.settings.rollup_grace_ms, msgspec.json.Encoder().encode)
+        self.rollups.assign(*TP, self.commits.offsets.get(TP, (0, ""))[1])
+        now = lambda: self.clock[0]  # noqa: E731
+        publisher = Publisher(self.produced, "dlq", "errors", counters)  # type: ignore[arg-type]
+        self.flusher = Flusher(self.settings, lambda kind, index: None, 1, lambda: self.cluster,  # type: ignore[arg-type,return-value]
+                               counters)
+        self.committing = Committing(self.commits, self.rollups, counters, self.assigned, now)  # type: ignore[arg-type]
+        self.flushing = Flushing(self.flusher, publisher, self.pool, counters, self.committing)
+        decoder = EventDecoder(names, "apm.logs", TOPIC, self.settings.engine_max_message_bytes)
+        self.building = Builder(self.settings, decoder, self.rollups, self.pool, publisher, counters,
+                                self.flushing.submit, self.assigned, now)
+
+    def take(self, records: list[tuple[Any, ...]], start: int, stop: int) -> None:
+        messages = [message(records, offset) for offset in range(start, stop)]
+        while messages:
+            self.clock[0] = T0 + (start + 1) * 1000
+            taken = self.building.submit(messages)
+            del messages[:taken]
+            start += taken
+            self.poll()
+            if messages and not taken:  # backpressure: wait for a block to come back
+                self.flushing.poll(timeout_s=0.05)
+
+    def poll(self) -> None:
+        self.building.poll()
+        self.flushing.poll()
+        self.committing.poll()
+
+    def kill(self) -> None:
+        """kill -9: nothing more of this owner runs. Its flusher may still land what it was sending."""
+        self.flusher.terminate()
+        self.flusher.join(5)
+
+    def drain(self) -> None:
+        written = self.building.join({TP})
+        while self.committing.inflight or not written:
+            self.flushing.poll(timeout_s=0.05)
+            self.committing.advance()
+            written = written or self.building.join({TP})
+        self.committing.join({TP})
+        self.flusher.terminate()
+
+
+@contextmanager
+def blocks(size: int, count: int) -> Iterator[BlockPool]:
+    pool = BlockPool.create(segment_name("steps-test", next(POOLS)), size, count)
+    try:
+        yield pool
+    finally:
+        pool.close()
+        pool.segment.unlink()
+
+
+def message(records: list[tuple[Any, ...]], offset: int) -> Message:
+    rel, service, endpoint, kind, error = records[offset]
+    kafka_ms = T0 + offset * 1000  # the Kafka timestamp advances a second per record
+    span = {"timestamp": format_timestamp(kafka_ms + rel), "service_name": service, "environment": "production",
+            "trace_id": f"t{offset}", "span_id": f"s{offset}", "name": endpoint, "kind": kind, "duration_ms": 12.5,
+            "status": "ERROR" if error else "OK"}
+    return Message(topic=TOPIC, partition=0, offset=offset, value=msgspec.json.encode(span), key=None,
+                   timestamp=(1, kafka_ms))
+
+
+@given(st.lists(record, min_size=1, max_size=120), st.data())
+@settings(max_examples=300, deadline=None)
+def test_replay_after_a_crash_adds_up(records: list[tuple[Any, ...]], data: st.DataObject) -> None:
+    config = Settings(bulk_batch_size=data.draw(st.integers(1, 12)),
+                      bulk_flush_interval_ms=data.draw(st.integers(1, 20_000)),
+                      rollup_flush_interval_ms=data.draw(st.integers(1, 20_000)), rollup_grace_ms=5_000)
+    crash_at = data.draw(st.integers(0, len(records)))
+    chunks = data.draw(st.integers(1, 10))
+    cluster, commits = SearchCluster(), CommitLog()
+    with blocks(16 * 1024, 2) as pool:
+        first = Owner(cluster, commits, config, pool)
+        step = max(1, crash_at // chunks)
+        for start in range(0, crash_at, step):
+            first.take(records, start, min(crash_at, start + step))
+        first.kill()
+    with blocks(16 * 1024, 2) as pool:  # the new owner is a new process, with its own blocks
+        second = Owner(cluster, commits, config, pool)
+        restart = commits.offsets.get(TP, (0, ""))[0]
+        second.take(records, restart, len(records))
+        second.drain()
+    assert cluster.rollup_counts() == Counter((s, e) for _, s, e, kind, _ in records if kind == "SERVER")
+    assert cluster.span_ids() == sorted(f"s{i}" for i in range(len(records)))
+    assert commits.offsets[TP][0] == len(records)
+    assert not first.produced.records and not second.produced.records  # valid spans: no dead letter
+
+
+def test_a_sealed_batch_waits_for_every_batch_before_it() -> None:
+    """Committing: batches finish out of order; the commit only takes the finished prefix."""
+    commits = CommitLog()
+    committing = Committing(commits, RollupStage(IndexNames(), 0, msgspec.json.encode),  # type: ignore[arg-type]
+                            CounterSlot(memoryview(bytearray(SLOTS * 8)).cast("q")), {TP}, lambda: 10_000)
+    first, second = Batch(1, None, 0), Batch(2, None, 0)
+    first.cover(TOPIC, 0, 9)
+    second.cover(TOPIC, 0, 19)
+    for batch in (first, second):
+        batch.sealed = True
+        committing.submit(batch)
+    second.flushed = True
+    assert committing.poll() and commits.offsets == {}
+    first.flushed = True
+    committing.join({TP})
+    assert commits.offsets == {TP: (20, "")}
+
+
+def test_metadata_round_trip() -> None:
+    assert parse_metadata(format_metadata(T0)) == T0
+    assert parse_metadata(None) == 0 and parse_metadata("") == 0 and parse_metadata("junk") == 0
+
+
+def test_building_takes_records_until_no_block_is_free() -> None:
+    """Backpressure: a full block is sealed and handed on; with no free block the rest is not taken."""
+    with blocks(2048, 2) as pool:
+        owner = Owner(SearchCluster(), CommitLog(), Settings(), pool)
+        owner.flusher.terminate()  # nothing comes back: blocks stay in flight
+        records = [(0, "a", "GET /x", "SERVER", False)] * 40
+        taken = owner.building.submit([message(records, i) for i in range(40)])
+        assert 0 < taken < 40
+        assert pool.free == 0 and owner.committing.inflight == 2 and owner.building.batch is None
+
+
+class Refusing(SearchCluster):
+    """Refuses every span document as unmappable, as a cluster does for a field of the wrong type."""
+
+    def send(self, body: bytes | memoryview) -> BulkAnswer | None:
+        items = len(bytes(body).splitlines()) // 2
+        error = {"type": "mapper_parsing_exception", "reason": "failed to parse field [duration_ms]"}
+        return BulkAnswer(errors=True, items=[{"create": ItemResult(status=400, error=error)}] * items)
+
+
+def test_flushing_dead_letters_a_refused_document_with_its_reason_before_the_commit() -> None:
+    commits = CommitLog()
+    with blocks(16 * 1024, 2) as pool:
+        owner = Owner(Refusing(), commits, Settings(), pool)
+        owner.take([(0, "a", "GET /x", "CLIENT", False)], 0, 1)
+        owner.drain()
+    (letter,) = owner.produced.records["dlq"]
+    assert letter["reason"] == "rejected_by_search" and "failed to parse field [duration_ms]" in letter["detail"]
+    assert letter["offset"] == 0 and msgspec.json.decode(letter["value"])["span_id"] == "s0"
+    assert commits.offsets[TP][0] == 1  # committed once the dead letter was acknowledged
