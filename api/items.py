@@ -1,46 +1,34 @@
 """The JSON shapes the API answers (msgspec Structs: the media handler encodes them directly).
 
-They are also the response schemas of ``/openapi.json``.
+They are also the response schemas of ``/openapi.json``. Spans and logs are the readers' shapes of
+``common.schema``; a hit becomes an item by msgspec alone: its ``_source`` is converted into the stored
+document, and that, by attribute, into the item.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
-Labels = dict[str, str | int | float | bool]
+from common.schema import Labels, Log, LogDoc, Span, SpanDoc
+
+Item = TypeVar("Item", bound=msgspec.Struct)
 
 
-class SpanItem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    timestamp: str
-    trace_id: str
-    span_id: str
+class SpanItem(Span, kw_only=True):
+    """A span; `parent_span_id` and `labels` are always answered."""
+
     parent_span_id: str | None
-    name: str
-    kind: str
-    duration_ms: float
-    status: str
-    service_name: str
-    environment: str
     labels: Labels
-    http_method: str | None = None
-    http_path: str | None = None
-    http_status_code: int | None = None
 
 
-class LogItem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    timestamp: str
-    level: str
-    message: str
-    service_name: str
-    environment: str
+class LogItem(Log, kw_only=True):
+    """A log; `trace_id`, `span_id` and `labels` are always answered."""
+
     trace_id: str | None
     span_id: str | None
     labels: Labels
-    http_method: str | None = None
-    http_path: str | None = None
-    http_status_code: int | None = None
 
 
 class ServiceRow(msgspec.Struct, kw_only=True):
@@ -88,6 +76,8 @@ class EndpointsAnswer(msgspec.Struct, kw_only=True):
 
 
 class ProblemTrace(msgspec.Struct, kw_only=True, rename="camel"):
+    """A span of an endpoint's problem traces (camelCase keys)."""
+
     trace_id: str
     span_id: str
     timestamp: str
@@ -97,12 +87,14 @@ class ProblemTrace(msgspec.Struct, kw_only=True, rename="camel"):
     environment: str
 
 
-class RootTrace(msgspec.Struct, kw_only=True):
+class RootTrace(msgspec.Struct, kw_only=True, rename={"name": "root_span_name", "timestamp": "start_time"}):
+    """A root span of a service's traces: its name and time under the contract's names."""
+
     trace_id: str
-    root_span_name: str
+    name: str
     status: str
     duration_ms: float
-    start_time: str
+    timestamp: str
     service_name: str
     environment: str
     labels: Labels
@@ -164,66 +156,22 @@ class Health(msgspec.Struct, kw_only=True):
 
 # ---------------------------------------------------------------- stored documents -> items
 
-def _labels(source: dict[str, Any]) -> Labels:
-    labels = source.get("labels")
-    return labels if isinstance(labels, dict) else {}
+def _from_source(source: dict[str, Any], stored: type[LogDoc] | type[SpanDoc], item: type[Item]) -> Item:
+    """A hit's ``_source`` as an item: converted into its stored document, then by attribute into the item."""
+    return msgspec.convert(msgspec.convert(source, stored), item, from_attributes=True)
 
 
 def span_item(source: dict[str, Any]) -> SpanItem:
-    return SpanItem(
-        timestamp=source.get("@timestamp", ""),
-        trace_id=source.get("trace_id", ""),
-        span_id=source.get("span_id", ""),
-        parent_span_id=source.get("parent_span_id") or None,
-        name=source.get("name", ""),
-        kind=source.get("kind", ""),
-        duration_ms=float(source.get("duration_ms") or 0.0),
-        status=source.get("status", ""),
-        service_name=source.get("service_name", ""),
-        environment=source.get("environment", ""),
-        labels=_labels(source),
-        http_method=source.get("http_method"),
-        http_path=source.get("http_path"),
-        http_status_code=source.get("http_status_code"),
-    )
+    return _from_source(source, SpanDoc, SpanItem)
 
 
 def log_item(source: dict[str, Any]) -> LogItem:
-    return LogItem(
-        timestamp=source.get("@timestamp", ""),
-        level=source.get("level", ""),
-        message=source.get("message", ""),
-        service_name=source.get("service_name", ""),
-        environment=source.get("environment", ""),
-        trace_id=source.get("trace_id"),
-        span_id=source.get("span_id"),
-        labels=_labels(source),
-        http_method=source.get("http_method"),
-        http_path=source.get("http_path"),
-        http_status_code=source.get("http_status_code"),
-    )
+    return _from_source(source, LogDoc, LogItem)
 
 
 def root_trace(source: dict[str, Any]) -> RootTrace:
-    return RootTrace(
-        trace_id=source.get("trace_id", ""),
-        root_span_name=source.get("name", ""),
-        status=source.get("status", ""),
-        duration_ms=float(source.get("duration_ms") or 0.0),
-        start_time=source.get("@timestamp", ""),
-        service_name=source.get("service_name", ""),
-        environment=source.get("environment", ""),
-        labels=_labels(source),
-    )
+    return _from_source(source, SpanDoc, RootTrace)
 
 
 def problem_trace(source: dict[str, Any]) -> ProblemTrace:
-    return ProblemTrace(
-        trace_id=source.get("trace_id", ""),
-        span_id=source.get("span_id", ""),
-        timestamp=source.get("@timestamp", ""),
-        duration_ms=float(source.get("duration_ms") or 0.0),
-        status=source.get("status", ""),
-        service_name=source.get("service_name", ""),
-        environment=source.get("environment", ""),
-    )
+    return _from_source(source, SpanDoc, ProblemTrace)

@@ -32,18 +32,16 @@ import msgspec
 
 from common.indices import IndexNames
 from common.normalize import parse_timestamp
-from common.rollup import SCOPE_HOUR_MARKER, SCOPE_SERVICE, TIER_1H, TIER_1M, RollupCell
+from common.rollup import SCOPE_HOUR_MARKER, SCOPE_SERVICE, TIER_1H, TIER_1M, CellKey, RollupCell, cell_key
 from common.rollup_reader import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
-    CellKey,
     RollupQuery,
     SearchSession,
     StoredWindows,
     WindowCells,
     add_cell,
-    cell_key,
     pieces_query,
     time_range,
 )
@@ -77,7 +75,7 @@ def _shared(query: RollupQuery) -> tuple[RollupQuery, Callable[[Cells], Cells]]:
     service = query.service
 
     def only(cells: Cells) -> Cells:
-        return {key: cell for key, cell in cells.items() if key[0] == service}
+        return {key: cell for key, cell in cells.items() if key[1] == service}
 
     return msgspec.structs.replace(query, service=None), only
 

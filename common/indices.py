@@ -22,21 +22,17 @@ log = logging.getLogger(__name__)
 LOGS, TRACES, METRICS_1M, METRICS_1H = "logs-apm", "traces-apm", "metrics-apm-1m", "metrics-apm-1h"
 _DAY_MS = 86_400_000
 
-_KEYWORD = {"type": "keyword"}
+_KEYWORD, _DATE = {"type": "keyword"}, {"type": "date"}
 _LABELS_TEMPLATE = [
     {"labels_as_keyword": {"path_match": "labels.*", "mapping": {"type": "keyword", "ignore_above": 1024}}}
 ]
+# The fields of common.schema's documents (tests/test_indices.py holds each mapping to its Struct).
 _COMMON = {
-    "type": _KEYWORD,
-    "@timestamp": {"type": "date"},
-    "ingested_at": {"type": "date"},
+    **dict.fromkeys(("type", "service_name", "environment", "trace_id", "span_id", "http_method", "http_path"),
+                    _KEYWORD),
+    "@timestamp": _DATE,
+    "ingested_at": _DATE,
     "timestamp_defaulted": {"type": "boolean"},
-    "service_name": _KEYWORD,
-    "environment": _KEYWORD,
-    "trace_id": _KEYWORD,
-    "span_id": _KEYWORD,
-    "http_method": _KEYWORD,
-    "http_path": _KEYWORD,
     "http_status_code": {"type": "integer"},
     "labels": {"type": "object", "dynamic": True},
 }
@@ -48,29 +44,19 @@ SPAN_MAPPING: dict[str, Any] = {
     "dynamic_templates": _LABELS_TEMPLATE,
     "properties": {
         **_COMMON,
-        "parent_span_id": _KEYWORD,
-        "name": _KEYWORD,
-        "kind": _KEYWORD,
-        "status": _KEYWORD,
+        **dict.fromkeys(("parent_span_id", "name", "kind", "status"), _KEYWORD),
         "duration_ms": {"type": "double"},
     },
 }
 ROLLUP_MAPPING: dict[str, Any] = {
     "dynamic": False,
     "properties": {
-        "@timestamp": {"type": "date"},
-        "written_at": {"type": "date"},
-        "service_name": _KEYWORD,
-        "environment": _KEYWORD,
-        "endpoint": _KEYWORD,
-        "scope": _KEYWORD,
-        "partition": _KEYWORD,
-        "rollup_id": _KEYWORD,  # the document id again: a unique tie-breaker for search_after paging
-        "request_count": {"type": "long"},
-        "error_count": {"type": "long"},
-        "duration_sum": {"type": "double"},
-        "duration_min": {"type": "double"},
-        "duration_max": {"type": "double"},
+        # rollup_id is the document id again: a unique tie-breaker for search_after paging
+        **dict.fromkeys(("service_name", "environment", "endpoint", "scope", "partition", "rollup_id"), _KEYWORD),
+        "@timestamp": _DATE,
+        "written_at": _DATE,
+        **dict.fromkeys(("request_count", "error_count"), {"type": "long"}),
+        **dict.fromkeys(("duration_sum", "duration_min", "duration_max"), {"type": "double"}),
         "hist_index": {"type": "integer", "index": False},
         "hist_count": {"type": "long", "index": False},
     },

@@ -11,15 +11,13 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET, UnsetType
 
-from common.schema import KINDS, LEVELS, STATUSES, LabelValue, LogDoc, SpanDoc
+from common.schema import KINDS, LEVELS, MAX_LABEL_VALUE, MAX_LABELS, STATUSES, LabelValue, Log, LogDoc, Span, SpanDoc
 
-MAX_LABELS = 64
-MAX_LABEL_VALUE = 256
 MAX_LABEL_KEY = 128
 MAX_CLEAN_KEYS = 4096  # label keys a refiner remembers as clean
 _MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -28,9 +26,9 @@ _MS = timedelta(milliseconds=1)
 
 ENVIRONMENT_ALIASES = {"prod": "production", "dev": "development", "stage": "staging"}
 LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
-_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"})
+_LEVELS = frozenset(LEVELS)
 _KINDS = frozenset(KINDS)
-_STATUSES = frozenset({"OK", "ERROR"})
+_STATUSES = frozenset(STATUSES)
 _LABEL_KEY_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 _json_encode = msgspec.json.Encoder().encode
@@ -239,49 +237,35 @@ SPAN_FIELDS = frozenset(SpanEvent.__struct_fields__)
 # ---------------------------------------------------------------- the stored shape
 
 # Most events arrive already clean. These decode targets accept only such events, so msgspec checks most of
-# the rules in C while decoding; the refiner then completes them in place and they are encoded as the stored
-# document. Any event outside this shape (an unknown key, a lax value) fails to decode and takes the general
-# path, which yields the same document or says what is wrong.
-_Text = Annotated[str, Meta(min_length=1)]
-_Labels = Annotated[dict[str, Annotated[str, Meta(max_length=MAX_LABEL_VALUE)] | int | float | bool],
-                    Meta(max_length=MAX_LABELS)]
-_Code = Annotated[int, Meta(ge=0, le=999)]
+# the rules in C while decoding (the bounds are the field types of ``common.schema``); the refiner then completes
+# them in place and they are encoded as the stored document. Any event outside this shape (an unknown key, a lax
+# value) fails to decode and takes the general path, which yields the same document or says what is wrong.
 
+class StoredLog(Log, kw_only=True, forbid_unknown_fields=True):
+    """A clean log event, completed in place into its stored document by ``Refiner.complete_log``.
 
-class StoredEvent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """A clean event, completed in place into its stored document by ``Refiner.complete_log/complete_span``.
-
-    ``timestamp`` comes first, so the encoded document starts ``{"timestamp":`` and the decoder writes it
-    as ``{"@timestamp":``. The engine's own fields are ``UnsetType``: an event that carries one is not clean.
+    Its fields are the log's; only what a wire event may carry differs: any ``timestamp`` and ``type`` (the
+    refiner sets both), a ``level`` spelled as stored, and none of the engine's own fields (``UnsetType``: an
+    event that carries one is not clean). ``timestamp`` stays the first field, so the encoded document starts
+    ``{"timestamp":`` and the decoder writes it as ``{"@timestamp":``.
     """
 
     timestamp: Any = None
+    level: Literal[LEVELS]  # type: ignore[valid-type]
     ingested_at: UnsetType = UNSET
     timestamp_defaulted: UnsetType = UNSET
     type: Any = None
-    service_name: _Text
-    environment: _Text
-    http_method: _Text | None = None
-    http_path: _Text | None = None
-    http_status_code: _Code | None = None
-    labels: _Labels = msgspec.field(default_factory=dict)
 
 
-class StoredLog(StoredEvent, kw_only=True):
-    level: Literal[LEVELS]  # type: ignore[valid-type]
-    message: _Text
-    trace_id: _Text | None = None
-    span_id: _Text | None = None
+class StoredSpan(Span, kw_only=True, forbid_unknown_fields=True):
+    """A clean span event, as ``StoredLog``; ``kind`` and ``status`` may be left out (the refiner fills them)."""
 
-
-class StoredSpan(StoredEvent, kw_only=True):
-    trace_id: _Text
-    span_id: _Text
-    parent_span_id: str | None = None
-    name: _Text
-    kind: Literal[KINDS] | UnsetType = UNSET  # type: ignore[valid-type]
-    duration_ms: Annotated[float, Meta(ge=0)]
-    status: Literal[STATUSES] | UnsetType = UNSET  # type: ignore[valid-type]
+    timestamp: Any = None
+    kind: Literal[KINDS] | UnsetType = UNSET  # type: ignore[valid-type, assignment]
+    status: Literal[STATUSES] | UnsetType = UNSET  # type: ignore[valid-type, assignment]
+    ingested_at: UnsetType = UNSET
+    timestamp_defaulted: UnsetType = UNSET
+    type: Any = None
 
 
 def invalid_from(error: msgspec.ValidationError) -> Invalid:
@@ -356,7 +340,7 @@ class Refiner:
             self._now_ms, self._now_text = now_ms, self._ingest_clock.format(now_ms)
         return self._now_text
 
-    def _complete(self, ev: StoredEvent, kind: str, default_ms: int, now_ms: int) -> int | None:
+    def _complete(self, ev: StoredLog | StoredSpan, kind: str, default_ms: int, now_ms: int) -> int | None:
         """What logs and spans share: service, environment, times, labels. None: take the general path."""
         service = ev.service_name
         env = self._envs.get(ev.environment)

@@ -22,6 +22,7 @@ import msgspec
 from common.histogram import Histogram, bucket_index, percentiles
 from common.indices import METRICS_1H, METRICS_1M, IndexNames
 from common.normalize import format_timestamp
+from common.schema import RollupDoc
 
 TIER_1M, TIER_1H = "1m", "1h"
 TIER_MS = {TIER_1M: 60_000, TIER_1H: 3_600_000}
@@ -29,6 +30,7 @@ TIER_KIND = {TIER_1M: METRICS_1M, TIER_1H: METRICS_1H}
 SCOPE_ENDPOINT, SCOPE_SERVICE = "endpoint", "service"
 # A 1-hour document saying "this hour was compacted from its 1-minute documents" (see engine.compactor).
 SCOPE_HOUR_MARKER = "hour-compacted"
+CellKey = tuple[str, str, str, str]  # (scope, service, environment, endpoint): a plain tuple, built per span
 
 
 def window_start(epoch_ms: int, tier: str) -> int:
@@ -64,24 +66,8 @@ def hour_marker_key(hour_ms: int) -> RollupKey:
     return RollupKey(TIER_1H, hour_ms, "", "", SCOPE_HOUR_MARKER, "")
 
 
-class RollupDoc(msgspec.Struct, kw_only=True):
-    """A stored rollup document (``metrics-apm-1m-*`` / ``metrics-apm-1h-*``; mapping ``ROLLUP_MAPPING``)."""
-
-    timestamp: str = msgspec.field(name="@timestamp")
-    written_at: str = ""
-    service_name: str
-    environment: str
-    endpoint: str
-    scope: str
-    partition: str = ""
-    rollup_id: str = ""
-    request_count: int
-    error_count: int
-    duration_sum: float
-    duration_min: float
-    duration_max: float
-    hist_index: list[int]
-    hist_count: list[int]
+def cell_key(doc: RollupDoc) -> CellKey:
+    return doc.scope, doc.service_name, doc.environment, doc.endpoint
 
 
 class RollupCell:

@@ -33,9 +33,11 @@ from common.rollup import (
     TIER_1H,
     TIER_1M,
     TIER_KIND,
+    CellKey,
     RollupCell,
-    RollupDoc,
+    cell_key,
 )
+from common.schema import RollupDoc
 from common.span_histograms import SpanBuckets, span_histogram_aggs
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
@@ -226,13 +228,8 @@ def pieces_query(query: RollupQuery, pieces: list[tuple[int, int]]) -> dict[str,
     return {"bool": {"filter": _terms(query), "should": ranges, "minimum_should_match": 1}}
 
 
-CellKey = tuple[str, str, str, str]  # service, environment, scope, endpoint
 WindowCells = tuple[int, Mapping[CellKey, RollupCell]]  # a window's (or a whole day's) start and its cells
 Placer = Callable[[int, CellKey], Hashable]
-
-
-def cell_key(doc: RollupDoc) -> CellKey:
-    return doc.service_name, doc.environment, doc.scope, doc.endpoint
 
 
 class WindowSource(Protocol):
@@ -333,7 +330,7 @@ class RollupReader:
         by_env = query.scope == SCOPE_SERVICE or query.environment is not None
 
         def group(_start: int, key: CellKey) -> Hashable:
-            service, environment, _scope, endpoint = key
+            _scope, service, environment, endpoint = key
             return service, environment if by_env else None, endpoint if query.scope == SCOPE_ENDPOINT else None
 
         cells = self._read_cells(session, query, from_ms, to_ms, True, group, True)

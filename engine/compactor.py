@@ -27,16 +27,16 @@ from common.rollup import (
     SCOPE_HOUR_MARKER,
     SCOPE_SERVICE,
     TIER_1H,
+    CellKey,
     RollupCell,
-    RollupDoc,
     RollupKey,
+    cell_key,
     hour_marker_key,
 )
 from common.rollup_reader import HOUR_MS, ReadTimeout, SearchSession, time_range
+from common.schema import RollupDoc
 
 log = logging.getLogger(__name__)
-
-CellKey = tuple[str, str, str, str]  # service, environment, scope, endpoint
 
 
 class HourSource(msgspec.Struct, frozen=True):
@@ -119,7 +119,7 @@ def _read_hour(session: SearchSession, names: IndexNames, hour: int) -> dict[Cel
     query = {"bool": {"filter": [time_range(hour, hour + HOUR_MS)]}}
     cells: dict[CellKey, RollupCell] = {}
     for _start, doc in session.scan(names.days(METRICS_1M, hour, hour + HOUR_MS), query):
-        key = (doc.service_name, doc.environment, doc.scope, doc.endpoint)
+        key = cell_key(doc)
         cell = cells.get(key)
         if cell is None:
             cells[key] = RollupCell.from_doc(doc)
@@ -142,7 +142,8 @@ class _HourWriter:
     def write(self, hour: int, cells: dict[CellKey, RollupCell], source: HourSource, now_ms: int) -> int:
         index = self._names.daily(METRICS_1H, hour)
         self._creator.ensure(METRICS_1H, index)
-        docs = [cell.to_doc(RollupKey(TIER_1H, hour, *key), now_ms) for key, cell in cells.items()]
+        docs = [cell.to_doc(RollupKey(TIER_1H, hour, service, environment, scope, endpoint), now_ms)
+                for (scope, service, environment, endpoint), cell in cells.items()]
         if docs:
             self._bulk(index, docs)
         marker = RollupCell().to_doc(hour_marker_key(hour), source.written_ms)

@@ -23,13 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.indices import METRICS_1M, IndexNames
-from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, RollupCell, RollupKey
+from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, CellKey, RollupCell, RollupKey
 from common.schema import SpanDoc
 
 MINUTE_MS = 60_000
 FUTURE_CAP_MS = 60_000  # an event time counts for the watermark at most this far past its Kafka timestamp
-
-CellKey = tuple[str, str, str, str]  # (scope, service, environment, endpoint)
 
 
 @dataclass(eq=False)

@@ -11,15 +11,13 @@ from hypothesis import strategies as st
 
 from common.normalize import (
     LOG_FIELDS,
-    MAX_LABEL_VALUE,
-    MAX_LABELS,
     Invalid,
     Refiner,
     format_timestamp,
     normalize_environment,
     parse_timestamp,
 )
-from common.schema import LogDoc, SpanDoc
+from common.schema import MAX_LABEL_VALUE, MAX_LABELS, LogDoc, SpanDoc
 
 NOW = 1_795_773_601_000  # 2026-11-27T...
 DEFAULT = NOW - 5

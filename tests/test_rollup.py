@@ -16,11 +16,11 @@ from common.rollup import (
     TIER_1H,
     TIER_1M,
     RollupCell,
-    RollupDoc,
     RollupKey,
     rollup_id,
     window_start,
 )
+from common.schema import RollupDoc
 
 spans = st.lists(st.tuples(st.floats(min_value=0.0, max_value=1e7, allow_nan=False), st.booleans()), max_size=40)
 KEY = RollupKey(TIER_1M, 1_773_093_600_000, "checkout", "production", SCOPE_ENDPOINT, "GET /api/orders/{id}",

@@ -28,7 +28,6 @@ from common.rollup import (
     TIER_1H,
     TIER_1M,
     RollupCell,
-    RollupDoc,
     RollupKey,
     window_start,
 )
@@ -41,6 +40,7 @@ from common.rollup_reader import (
     complement,
     plan_read,
 )
+from common.schema import RollupDoc
 from common.settings import load_settings
 from common.stack import LocalStack
 from engine.compactor import compact_hours
