@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from bridge.codec import Delivery, ErrorRecordDecoder, Malformed
 from bridge.hub import Hub
+from bridge.loop import LoopThread
 from bridge.metrics import BridgeMetrics
 from common.clients import consumer_config
 from common.settings import Settings
@@ -41,10 +41,11 @@ def instance_group_id(prefix: str) -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class ErrorFeed:
+class ErrorFeed(LoopThread):
     def __init__(self, settings: Settings, hub: Hub, metrics: BridgeMetrics,
                  consumer_factory: ConsumerFactory = Consumer,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__("bridge-feed")
         self._topic = settings.kafka_apm_log_error_topic
         self._brokers = settings.kafka_brokers
         self._config = consumer_config(settings, instance_group_id(settings.error_stream_kafka_group_id),
@@ -54,8 +55,6 @@ class ErrorFeed:
         self._factory = consumer_factory
         self._clock = clock
         self._decoder = ErrorRecordDecoder()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bridge-feed", daemon=True)
         self._next_offsets: dict[int, int] = {}
         self._assigned: list[TopicPartition] = []
         self._lag_at = 0.0
@@ -63,16 +62,7 @@ class ErrorFeed:
         self._malformed_logged_at = -60.0
         self.state = "starting"
 
-    # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from bridge.clients import GOING_AWAY, POLICY_VIOLATION, Subscriber
 from bridge.codec import Delivery
+from bridge.loop import LoopThread
 from bridge.metrics import BridgeMetrics
 
 log = logging.getLogger("bridge.hub")
@@ -149,23 +150,13 @@ class Hub:
         return not self._subscribers
 
 
-class Janitor:
+class Janitor(LoopThread):
     """A thread that calls ``hub.sweep()`` every ``interval_s`` until closed."""
 
     def __init__(self, hub: Hub, interval_s: float) -> None:
+        super().__init__("bridge-janitor")
         self._hub = hub
         self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bridge-janitor", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):

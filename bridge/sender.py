@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bridge.codec import Delivery
+from bridge.loop import LoopThread
 from bridge.metrics import BridgeMetrics
 from bridge.plain import Fresh, PlainSession, Tally
 
@@ -30,9 +31,10 @@ TICK_S = 0.015
 TEND_EVERY_S = 0.25
 
 
-class Sender:
+class Sender(LoopThread):
     def __init__(self, metrics: BridgeMetrics, tick_s: float = TICK_S, tend_every_s: float = TEND_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__("bridge-sender")
         self._metrics = metrics
         self._tick_s = tick_s
         self._tend_every_s = tend_every_s
@@ -41,20 +43,12 @@ class Sender:
         self._inbox: list[tuple[int, Sequence[Delivery]]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bridge-sender", daemon=True)
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
-        self._thread.start()
-
     def close(self) -> None:
-        self._stop.set()
+        super().close()
         self._wake.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
 
     # ------------------------------------------------------------ sessions
 

@@ -23,9 +23,11 @@ import msgspec
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common.clients import opensearch_client
-from common.rollup import RollupCell, RollupDoc
-from common.settings import Settings
-from common.traffic import Record
+from common.rollup import RollupCell
+from common.schema import RollupDoc
+from common.settings import Settings, load_settings
+from common.topics import create_topics
+from common.traffic import Record, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +45,19 @@ def eventually(predicate: Callable[[], T], timeout_s: float, what: str | Callabl
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what() if callable(what) else what}")
         time.sleep(interval_s)
     return result
+
+
+def recent_records(count: int, seed: int, invalid_ratio: float = 0.0, age_ms: int = 60_000) -> list[Record]:
+    """``count`` loadgen records of ``seed``, their time starting ``age_ms`` ago."""
+    return list(generate(seed=seed, count=count, base_time_ms=int(time.time() * 1000) - age_ms,
+                         invalid_ratio=invalid_ratio))
+
+
+def settings_with_topics(env: dict[str, str], partitions: int = 4) -> Settings:
+    """The settings of ``env``, with their topics created."""
+    settings = load_settings(env)
+    create_topics(settings, partitions)
+    return settings
 
 
 class EngineProcess:

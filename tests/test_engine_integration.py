@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -12,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from common.rollup import SCOPE_ENDPOINT
-from common.settings import Settings, load_settings
+from common.settings import Settings
 from common.stack import LocalStack, free_port
-from common.topics import create_topics
-from common.traffic import generate
 from tests.harness import (
     EngineProcess,
     Sent,
@@ -23,7 +22,9 @@ from tests.harness import (
     decode,
     produce,
     read_topic,
+    recent_records,
     rollup_cells,
+    settings_with_topics,
     stored_server_spans,
 )
 
@@ -38,14 +39,10 @@ def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
 
 @pytest.fixture
 def engine_settings(env: dict[str, str]) -> Settings:
-    settings = load_settings(env)
-    create_topics(settings, 4)
-    return settings
+    return settings_with_topics(env)
 
 
-def records(count: int, seed: int, invalid_ratio: float = 0.02) -> list:
-    base = int(time.time() * 1000) - 120_000
-    return list(generate(seed=seed, count=count, base_time_ms=base, invalid_ratio=invalid_ratio))
+records = functools.partial(recent_records, invalid_ratio=0.02, age_ms=120_000)
 
 
 def check_dead_letters(settings: Settings, sent: Sent) -> list:
@@ -117,8 +114,7 @@ def test_search_outage_pauses_and_resumes(tmp_path: Path, engines: list, unique:
     env = {**settings_env, "ENGINE_INSTANCE_ID": unique,
            "ENGINE_METRICS_PORT": str(metrics_port), "BULK_FLUSH_INTERVAL_MS": "200", "BULK_BATCH_SIZE": "1000",
            "ENGINE_SHM_BLOCKS": "2"}
-    settings = load_settings(env)
-    create_topics(settings, 4)
+    settings = settings_with_topics(env)
     engine = EngineProcess(env, tmp_path / "engine.log").start()
     engines.append(engine)
     store = Store(settings)

@@ -6,17 +6,25 @@ import os
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from common.settings import Settings, load_settings
+from common.settings import Settings
 from common.stack import free_port
-from common.topics import create_topics
-from common.traffic import generate
 from engine.shm import SHM_DIR
-from tests.harness import EngineProcess, Sent, Store, eventually, produce, read_topic
+from tests.harness import (
+    EngineProcess,
+    Sent,
+    Store,
+    eventually,
+    produce,
+    read_topic,
+    recent_records,
+    settings_with_topics,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +37,7 @@ def env(settings_env: dict[str, str], unique: str) -> dict[str, str]:
 
 @pytest.fixture
 def settings(env: dict[str, str]) -> Settings:
-    settings = load_settings(env)
-    create_topics(settings, 4)
-    return settings
-
-
-def records(count: int, seed: int, invalid_ratio: float = 0.0) -> list:
-    return list(generate(seed=seed, count=count, base_time_ms=int(time.time() * 1000) - 60_000,
-                         invalid_ratio=invalid_ratio))
+    return settings_with_topics(env)
 
 
 def workers(engine: EngineProcess) -> list[psutil.Process]:
@@ -62,17 +63,27 @@ def assert_all_stored(store: Store, sent: Sent, engine: EngineProcess) -> None:
     assert (spans, logs) == (sent.valid_spans(), sent.valid_logs()), engine.log()[-3000:]
 
 
-def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env: dict[str, str], engines: list,
-                                                        tmp_path: Path) -> None:
-    sent = produce(settings, records(12_000, seed=31))
+def harm_a_worker_mid_stream(settings: Settings, env: dict[str, str], engines: list, tmp_path: Path, sent: Sent,
+                             victim: int, stored_first: int,
+                             harm: Callable[[EngineProcess, psutil.Process], None]) -> EngineProcess:
+    """An engine stores ``sent``; once more than ``stored_first`` logs are stored, ``harm`` is done to its worker
+    ``victim``. A replacement is spawned and everything is stored all the same."""
     store = Store(settings)
     engine = EngineProcess(env, tmp_path / "engine.log").start()
     engines.append(engine)
-    victim = workers(engine)[0]
-    wait_for_logs(store, 1000)
-    victim.send_signal(signal.SIGKILL)
+    worker = workers(engine)[victim]
+    wait_for_logs(store, stored_first)
+    harm(engine, worker)
     wait_for_replacement(engine)
     assert_all_stored(store, sent, engine)
+    return engine
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(settings: Settings, env: dict[str, str], engines: list,
+                                                        tmp_path: Path) -> None:
+    sent = produce(settings, recent_records(12_000, seed=31))
+    engine = harm_a_worker_mid_stream(settings, env, engines, tmp_path, sent, victim=0, stored_first=1000,
+                                      harm=lambda _, worker: worker.send_signal(signal.SIGKILL))
     assert "replacing it" in engine.log()
     assert engine.terminate() == 0
 
@@ -82,7 +93,7 @@ def test_with_static_membership_a_replaced_worker_takes_its_seat_at_once(setting
     """The replacement joins with the dead worker's group.instance.id: the broker hands it the seat at once,
     so its partitions do not wait for the dead member's session (60 s here) to expire."""
     static_env = {**env, "ENGINE_STATIC_MEMBERSHIP": "true", "ENGINE_SESSION_TIMEOUT_MS": "60000"}
-    first = produce(settings, records(4_000, seed=37))
+    first = produce(settings, recent_records(4_000, seed=37))
     store = Store(settings)
     engine = EngineProcess(static_env, tmp_path / "engine.log").start()
     engines.append(engine)
@@ -90,7 +101,7 @@ def test_with_static_membership_a_replaced_worker_takes_its_seat_at_once(setting
     workers(engine)[0].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     wait_for_replacement(engine)
-    more = produce(settings, records(4_000, seed=38))
+    more = produce(settings, recent_records(4_000, seed=38))
     total = Sent(first.records + more.records)
     assert store.wait_for("logs-apm", total.valid_logs(), timeout_s=50) == total.valid_logs(), engine.log()[-2000:]
     assert time.monotonic() - killed_at < 55, "the partitions waited for the dead member's session to expire"
@@ -100,25 +111,21 @@ def test_with_static_membership_a_replaced_worker_takes_its_seat_at_once(setting
 
 def test_a_hung_worker_is_detected_and_replaced(settings: Settings, env: dict[str, str], engines: list,
                                                tmp_path: Path) -> None:
-    sent = produce(settings, records(6_000, seed=32))
-    store = Store(settings)
-    engine = EngineProcess(env, tmp_path / "engine.log").start()
-    engines.append(engine)
-    victim = workers(engine)[1]
-    wait_for_logs(store, 500)
-    victim.send_signal(signal.SIGSTOP)
-    eventually(lambda: "missed its heartbeat" in engine.log(), 30,
-               lambda: f"'missed its heartbeat' in the log:\n{engine.log()[-2000:]}")
-    eventually(lambda: not victim.is_running() or victim.status() == psutil.STATUS_ZOMBIE, 10,
-               "the hung worker to be killed")
-    wait_for_replacement(engine)
-    assert_all_stored(store, sent, engine)
+    def hang(engine: EngineProcess, worker: psutil.Process) -> None:
+        worker.send_signal(signal.SIGSTOP)
+        eventually(lambda: "missed its heartbeat" in engine.log(), 30,
+                   lambda: f"'missed its heartbeat' in the log:\n{engine.log()[-2000:]}")
+        eventually(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 10,
+                   "the hung worker to be killed")
+
+    sent = produce(settings, recent_records(6_000, seed=32))
+    engine = harm_a_worker_mid_stream(settings, env, engines, tmp_path, sent, victim=1, stored_first=500, harm=hang)
     assert engine.terminate() == 0
 
 
 def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: Settings, env: dict[str, str],
                                                                     engines: list, tmp_path: Path) -> None:
-    sent = produce(settings, records(10_000, seed=33))
+    sent = produce(settings, recent_records(10_000, seed=33))
     store = Store(settings)
     first = EngineProcess({**env, "ENGINE_WORKERS": "1"}, tmp_path / "first.log", workers=1).start()
     engines.append(first)
@@ -129,12 +136,12 @@ def test_a_second_instance_shares_the_partitions_and_gives_them_back(settings: S
     eventually(lambda: "assigned [(" in second.log(), 90, lambda: f"the second's first assignment:\n{second.log()}")
     # the first gave up part of its partitions: revoked, or "lost" when the broker ended its generation first
     assert " revoked " in first.log() or " lost " in first.log(), first.log()[-2000:]
-    more = produce(settings, records(10_000, seed=34))
+    more = produce(settings, recent_records(10_000, seed=34))
     assignments = first.log().count("assigned [(")
     assert second.terminate() == 0  # it leaves the group: the first takes its partitions back
     eventually(lambda: first.log().count("assigned [(") > assignments, 90,
                lambda: f"the first to take the partitions back:\n{first.log()[-2000:]}")
-    last = produce(settings, records(4_000, seed=35))
+    last = produce(settings, recent_records(4_000, seed=35))
     total = Sent(sent.records + more.records + last.records)
     assert_all_stored(store, total, first)
     assert first.terminate() == 0
@@ -186,7 +193,7 @@ def metric_or_none(text: str, name: str, **labels: str) -> float | None:
 
 def test_counters_equal_what_was_sent_stored_and_dead_lettered(settings: Settings, env: dict[str, str],
                                                               engines: list, tmp_path: Path) -> None:
-    sent = produce(settings, records(8_000, seed=36, invalid_ratio=0.03))
+    sent = produce(settings, recent_records(8_000, seed=36, invalid_ratio=0.03))
     store = Store(settings)
     engine = EngineProcess(env, tmp_path / "engine.log").start()
     engines.append(engine)

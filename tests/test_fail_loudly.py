@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,19 +20,23 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings, load_settings
+from common.settings import Settings
 from common.stack import LocalStack, free_port
-from common.topics import create_topics
-from common.traffic import generate
-from tests.harness import ROOT, EngineProcess, SearchProxy, Store, committed, eventually, produce
+from tests.harness import (
+    ROOT,
+    EngineProcess,
+    SearchProxy,
+    Store,
+    committed,
+    eventually,
+    produce,
+    recent_records,
+    settings_with_topics,
+)
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "engine", "s3cret"
-
-
-def records(count: int, seed: int) -> list:
-    return list(generate(seed=seed, count=count, base_time_ms=int(time.time() * 1000) - 60_000))
 
 
 def one_line_naming(output: str, variable: str) -> str:
@@ -62,9 +65,7 @@ def env(settings_env: dict[str, str], proxy: SearchProxy) -> dict[str, str]:
 @pytest.fixture
 def settings(env: dict[str, str], stack: LocalStack) -> Settings:
     """Settings of the test's side: the search cluster itself (no proxy), the engine's topics and prefix."""
-    settings = load_settings({**env, "OPENSEARCH_URL": stack.env()["OPENSEARCH_URL"]})
-    create_topics(settings, 4)
-    return settings
+    return settings_with_topics({**env, "OPENSEARCH_URL": stack.env()["OPENSEARCH_URL"]})
 
 
 def run_command(args: list[str], env: dict[str, str], timeout_s: float = 90.0) -> tuple[int, str]:
@@ -91,7 +92,7 @@ def test_refused_credentials_stop_the_engine_at_boot(env: dict[str, str], proxy:
 
 def test_credentials_refused_at_run_time_stop_the_engine_and_nothing_unstored_is_committed(
         settings: Settings, env: dict[str, str], proxy: SearchProxy, engines: list, tmp_path: Path) -> None:
-    first = produce(settings, records(3_000, seed=71))
+    first = produce(settings, recent_records(3_000, seed=71))
     store = Store(settings)
     engine = EngineProcess(env, tmp_path / "engine.log", workers=1).start()
     engines.append(engine)
@@ -99,7 +100,7 @@ def test_credentials_refused_at_run_time_stop_the_engine_and_nothing_unstored_is
     assert store.wait_for("traces-apm", first.valid_spans(), timeout_s=60) == first.valid_spans()
 
     proxy.refuse(401)  # the password was rotated under the running engine
-    second = produce(settings, records(1_000, seed=72))
+    second = produce(settings, recent_records(1_000, seed=72))
     assert engine.process is not None
     code = engine.process.wait(90)
 
@@ -134,7 +135,7 @@ def test_a_long_retry_streak_is_logged_with_its_cause_and_counted(settings: Sett
                                                                   proxy: SearchProxy, engines: list,
                                                                   tmp_path: Path) -> None:
     port = str(free_port())
-    sent = produce(settings, records(1_000, seed=73))
+    sent = produce(settings, recent_records(1_000, seed=73))
     proxy.refuse(503, "/_bulk")  # transient: retried with backoff, however long it lasts
     engine = EngineProcess({**env, "ENGINE_METRICS_PORT": port, "BULK_RETRY_STREAK_S": "2"}, tmp_path / "engine.log",
                            workers=1).start()

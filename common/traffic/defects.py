@@ -15,6 +15,7 @@ from common.traffic.record import Topic
 Event = dict[str, Any]
 Encode = Callable[[Any], bytes]
 Rng = random.Random
+FieldDefect = Callable[[Topic, Event, Rng], Event]
 
 _REQUIRED = {
     "log": ("service_name", "environment", "level", "message"),
@@ -72,14 +73,22 @@ def empty_field(kind: Topic, event: Event, rng: Rng) -> Event:
     return event
 
 
-def bad_http_status_code(kind: Topic, event: Event, rng: Rng) -> Event:
-    event["http_status_code"] = _pick(rng, _BAD_CODES)
-    return event
+def _bad_value(name: str, field: str, values: tuple[object, ...]) -> FieldDefect:
+    """The defect ``name``: ``field`` set to one of ``values`` (each one invalid)."""
+
+    def defect(kind: Topic, event: Event, rng: Rng) -> Event:
+        event[field] = _pick(rng, values)
+        return event
+
+    defect.__name__ = name
+    return defect
 
 
-def bad_level(kind: Topic, event: Event, rng: Rng) -> Event:
-    event["level"] = _pick(rng, _BAD_LEVELS)
-    return event
+bad_http_status_code = _bad_value("bad_http_status_code", "http_status_code", _BAD_CODES)
+bad_level = _bad_value("bad_level", "level", _BAD_LEVELS)
+bad_duration = _bad_value("bad_duration", "duration_ms", _BAD_DURATIONS)
+bad_kind = _bad_value("bad_kind", "kind", _BAD_KINDS)
+bad_status = _bad_value("bad_status", "status", _BAD_STATUSES)
 
 
 def negative_duration(kind: Topic, event: Event, rng: Rng) -> Event:
@@ -87,22 +96,6 @@ def negative_duration(kind: Topic, event: Event, rng: Rng) -> Event:
     return event
 
 
-def bad_duration(kind: Topic, event: Event, rng: Rng) -> Event:
-    event["duration_ms"] = _pick(rng, _BAD_DURATIONS)
-    return event
-
-
-def bad_kind(kind: Topic, event: Event, rng: Rng) -> Event:
-    event["kind"] = _pick(rng, _BAD_KINDS)
-    return event
-
-
-def bad_status(kind: Topic, event: Event, rng: Rng) -> Event:
-    event["status"] = _pick(rng, _BAD_STATUSES)
-    return event
-
-
-FieldDefect = Callable[[Topic, Event, Rng], Event]
 _FIELD_DEFECTS: dict[Topic, tuple[FieldDefect, ...]] = {
     "log": (missing_field, wrong_type, empty_field, bad_http_status_code, bad_level),
     "span": (missing_field, wrong_type, empty_field, bad_http_status_code, negative_duration, bad_duration,
