@@ -30,8 +30,8 @@ from typing import Any
 
 import msgspec
 
+from common.clock import parse_timestamp
 from common.indices import IndexNames
-from common.normalize import parse_timestamp
 from common.rollup import SCOPE_HOUR_MARKER, SCOPE_SERVICE, TIER_1H, TIER_1M, CellKey, RollupCell, cell_key
 from common.rollup_reader import (
     DAY_MS,

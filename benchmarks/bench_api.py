@@ -49,8 +49,9 @@ import msgspec
 from benchmarks.report import Report, Target
 from benchmarks.rig import Group, local_stack
 from common.clients import opensearch_client
+from common.clock import format_timestamp
 from common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames, index_settings
-from common.normalize import StoredSpan, format_timestamp
+from common.normalize import StoredSpan
 from common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,

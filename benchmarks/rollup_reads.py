@@ -19,8 +19,8 @@ from opensearchpy import helpers
 
 from benchmarks.rig import local_stack
 from common.clients import opensearch_client
+from common.clock import format_timestamp
 from common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
-from common.normalize import format_timestamp
 from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1H, TIER_1M, RollupCell, RollupKey, hour_marker_key
 from common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS, RollupQuery, RollupReader
 from common.settings import load_settings

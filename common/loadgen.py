@@ -17,7 +17,7 @@ import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from common.clients import producer_config
-from common.normalize import parse_timestamp
+from common.clock import parse_timestamp
 from common.settings import Settings, load_settings
 from common.traffic import SERVICES, Record, generate
 

@@ -8,21 +8,17 @@ from __future__ import annotations
 import functools
 import math
 import re
-import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from common.clock import MAX_EPOCH_MS, TimeFormatter, parse_timestamp
 from common.schema import KINDS, LEVELS, MAX_LABEL_VALUE, MAX_LABELS, STATUSES, LabelValue, Log, LogDoc, Span, SpanDoc
 
 MAX_LABEL_KEY = 128
 MAX_CLEAN_KEYS = 4096  # label keys a refiner remembers as clean
-_MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 ENVIRONMENT_ALIASES = {"prod": "production", "dev": "development", "stage": "staging"}
 LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
@@ -59,52 +55,6 @@ def normalize_level(value: str) -> str | None:
     level = value.strip().upper()
     level = LEVEL_ALIASES.get(level, level)
     return level if level in _LEVELS else None
-
-
-def parse_timestamp(value: object) -> int | None:
-    """Epoch milliseconds of an ISO-8601 string or an epoch-ms number; None when unusable."""
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            try:
-                return parse_timestamp(float(text))
-            except ValueError:
-                return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        ms = (moment - _EPOCH) // _MS
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        ms = int(value)
-    else:
-        return None
-    return ms if 0 <= ms <= _MAX_EPOCH_MS else None
-
-
-class TimeFormatter:
-    """RFC 3339 UTC with milliseconds; remembers the last second, since events cluster in time."""
-
-    __slots__ = ("_second", "_prefix")
-
-    def __init__(self) -> None:
-        self._second: int | None = None
-        self._prefix = ""
-
-    def format(self, epoch_ms: int) -> str:
-        second, millis = divmod(epoch_ms, 1000)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{millis:03d}Z"
-
-
-def format_timestamp(epoch_ms: int) -> str:
-    return TimeFormatter().format(epoch_ms)
 
 
 def _required(value: str | None, path: str) -> str:
@@ -325,7 +275,7 @@ class Refiner:
         if (type(raw) is str and len(raw) == 24 and raw[:19] == self._canonical_prefix and raw[19] == "."
                 and raw[23] == "Z" and raw.isascii() and raw[20:23].isdigit()):
             return self._canonical_second * 1000 + int(raw[20:23]), raw, False
-        if type(raw) is int and 0 <= raw <= _MAX_EPOCH_MS:  # epoch milliseconds, the other common form
+        if type(raw) is int and 0 <= raw <= MAX_EPOCH_MS:  # epoch milliseconds, the other common form
             return raw, self._event_clock.format(raw), False
         epoch_ms = parse_timestamp(raw) if raw is not None else None
         if epoch_ms is None:

@@ -19,9 +19,9 @@ from typing import NamedTuple
 
 import msgspec
 
+from common.clock import format_timestamp
 from common.histogram import Histogram, bucket_index, percentiles
 from common.indices import METRICS_1H, METRICS_1M, IndexNames
-from common.normalize import format_timestamp
 from common.schema import RollupDoc
 
 TIER_1M, TIER_1H = "1m", "1h"

@@ -16,7 +16,7 @@ import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from common.clients import producer_config
-from common.normalize import format_timestamp
+from common.clock import format_timestamp
 from common.settings import load_settings
 
 Event = dict[str, Any]

@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 from opensearchpy.exceptions import OpenSearchException
 
+from common.clock import parse_timestamp
 from common.indices import METRICS_1H, METRICS_1M, IndexCreator, IndexNames
-from common.normalize import parse_timestamp
 from common.rollup import (
     SCOPE_HOUR_MARKER,
     SCOPE_SERVICE,

@@ -15,7 +15,7 @@ from functools import partial
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from common.normalize import TimeFormatter
+from common.clock import TimeFormatter
 from common.schema import DeadLetter
 from engine.batch import SPAN, Batch
 from engine.counters import Counter, CounterSlot

@@ -25,8 +25,8 @@ from api.cache import ResponseCache
 from api.params import TimeRange
 from api.red import Bucket, EndpointTotals, RedSeries, RedTotals, ServiceTotals, bucket_starts
 from api.search import Search
+from common.clock import format_timestamp, parse_timestamp
 from common.indices import IndexCreator, IndexNames
-from common.normalize import format_timestamp, parse_timestamp
 from common.settings import Settings
 from common.traffic import generate
 from engine.decode import EventDecoder

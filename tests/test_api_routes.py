@@ -31,8 +31,8 @@ from test_api_data import (
 from api.app import build_search
 from api.resources.error_groups import fingerprint
 from common.clients import opensearch_client
+from common.clock import format_timestamp
 from common.indices import IndexNames
-from common.normalize import format_timestamp
 from common.settings import Settings, load_settings
 from common.stack import LocalStack
 

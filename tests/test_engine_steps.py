@@ -22,8 +22,8 @@ from confluent_kafka import Message, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.clock import format_timestamp
 from common.indices import IndexNames
-from common.normalize import format_timestamp
 from common.rollup import SCOPE_ENDPOINT
 from common.settings import Settings
 from engine.batch import Batch

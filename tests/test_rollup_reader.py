@@ -19,9 +19,9 @@ import pytest
 from opensearchpy import helpers
 
 from common.clients import opensearch_client
+from common.clock import format_timestamp, parse_timestamp
 from common.histogram import HIGH_MS, LOW_MS, exact_percentile
 from common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
-from common.normalize import format_timestamp, parse_timestamp
 from common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,

@@ -9,7 +9,7 @@ from api.items import EndpointRow, EndpointsAnswer, Point, Series, ServiceRow, S
 from api.params import TimeRange
 from api.red import RedTotals, bucket_starts
 from api.resources.base import Resource
-from common.normalize import format_timestamp
+from common.clock import format_timestamp
 
 SORT_KEYS = ("request_count", "latency_p95_ms", "error_rate")
 METRICS = ("http_requests_total", "latency_p95_ms", "latency_p90_ms", "latency_p50_ms", "error_rate")
