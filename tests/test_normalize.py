@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.normalize import (
-    LOG_FIELDS,
-    Invalid,
-    Refiner,
-    format_timestamp,
-    normalize_environment,
-    parse_timestamp,
-)
+from common.clock import format_timestamp, parse_timestamp
+from common.normalize import LOG_FIELDS, Invalid, Refiner, normalize_environment
 from common.schema import MAX_LABEL_VALUE, MAX_LABELS, LogDoc, SpanDoc
 
 NOW = 1_795_773_601_000  # 2026-11-27T...
