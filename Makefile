@@ -1,5 +1,5 @@
 # Panopticon: `make run` (the whole system on the local Kafka + OpenSearch, with traffic) and `make test`.
-# The local stack needs Java >= 17 and Maven (common/stack.py fetches Kafka and OpenSearch from Maven Central once).
+# The local stack needs Java >= 17 and Maven (devtools/stack.py fetches Kafka and OpenSearch from Maven Central once).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m common.run
+	$(BIN)/python -m panopticon.devtools.run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
@@ -28,8 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check common engine api bridge tests benchmarks
-	$(BIN)/mypy common engine
+	$(BIN)/ruff check panopticon/*.py common engine api bridge devtools tests benchmarks
+	$(BIN)/mypy panopticon
 
 clean:
 	rm -rf $(VENV) .stack build *.egg-info

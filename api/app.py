@@ -9,19 +9,19 @@ import falcon
 import falcon.media
 import msgspec
 
-from api import errors, openapi
-from api.cache import ResponseCache
-from api.metrics import ApiMetrics
-from api.middleware import BearerAuth, Cors, RawPath, Telemetry
-from api.red import RedSource, rollup_source
-from api.resources.base import Deps, Resource
-from api.resources.error_groups import ErrorGroupsResource
-from api.resources.explore import LogsResource, SpansResource
-from api.resources.red_routes import EndpointsResource, MetricsResource, ServicesResource
-from api.resources.system import HealthResource, OpenApiResource, PrometheusResource
-from api.resources.traces import EndpointTracesResource, ServiceTracesResource, TraceResource
-from api.search import Search
-from common.settings import Settings
+from panopticon.api import errors, openapi
+from panopticon.api.cache import ResponseCache
+from panopticon.api.metrics import ApiMetrics
+from panopticon.api.middleware import BearerAuth, Cors, RawPath, Telemetry
+from panopticon.api.red import RedSource, rollup_source
+from panopticon.api.resources.base import Deps, Resource
+from panopticon.api.resources.error_groups import ErrorGroupsResource
+from panopticon.api.resources.explore import LogsResource, SpansResource
+from panopticon.api.resources.red_routes import EndpointsResource, MetricsResource, ServicesResource
+from panopticon.api.resources.system import HealthResource, OpenApiResource, PrometheusResource
+from panopticon.api.resources.traces import EndpointTracesResource, ServiceTracesResource, TraceResource
+from panopticon.api.search import Search
+from panopticon.common.settings import Settings
 
 ROUTES: tuple[tuple[str, type[Resource]], ...] = (
     ("/query/services", ServicesResource),
@@ -75,15 +75,15 @@ def create_app(settings: Settings, search: Search, red: RedSource | None = None,
 
 
 def build_search(settings: Settings) -> Search:
-    from common.clients import opensearch_client
-    from common.indices import IndexNames
+    from panopticon.common.clients import opensearch_client
+    from panopticon.common.indices import IndexNames
 
     client = opensearch_client(settings)
     return Search(client, IndexNames(settings.opensearch_index_prefix), settings.opensearch_timeout_s)
 
 
 def get_app(settings: Settings | None = None) -> WsgiApp:
-    from common.settings import load_settings
+    from panopticon.common.settings import load_settings
 
     settings = settings or load_settings()
     return create_app(settings, build_search(settings))

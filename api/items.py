@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from common.schema import Labels, Log, LogDoc, Span, SpanDoc
+from panopticon.common.schema import Labels, Log, LogDoc, Span, SpanDoc
 
 Item = TypeVar("Item", bound=msgspec.Struct)
 

@@ -50,8 +50,8 @@ def listen_address(settings: Any, args: argparse.Namespace) -> tuple[str, int, s
 
 def run(args: argparse.Namespace) -> int:
     """Validate the settings and the port, prepare the metrics directory, then become the gunicorn arbiter."""
-    from common.ports import check_port
-    from common.settings import load_settings
+    from panopticon.common.ports import check_port
+    from panopticon.common.settings import load_settings
 
     settings = load_settings()  # a bad variable stops here, with a message naming it
     address = listen_address(settings, args)
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env[MULTIPROC_ENV] = prepare_metrics_dir(env)
     env[READY_ENV] = "1"
-    argv = [sys.executable, "-m", "api.main"]
+    argv = [sys.executable, "-m", "panopticon.api.main"]
     for flag in ("bind", "workers", "threads"):
         value = getattr(args, flag, None)
         if value is not None:
@@ -98,8 +98,8 @@ def child_exit(server: Any, worker: Any) -> None:
 def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
-    from common.logs import setup_logging
-    from common.settings import load_settings
+    from panopticon.common.logs import setup_logging
+    from panopticon.common.settings import load_settings
 
     settings = load_settings()
     setup_logging(settings, "api")
@@ -111,7 +111,7 @@ def serve(args: argparse.Namespace) -> int:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            from api.app import get_app
+            from panopticon.api.app import get_app
 
             return get_app(settings)
 

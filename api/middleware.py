@@ -10,8 +10,8 @@ from urllib.parse import unquote, urlsplit
 
 import falcon
 
-from api.metrics import ApiMetrics, end_tally, start_tally
-from common.auth import bearer, token_matches
+from panopticon.api.metrics import ApiMetrics, end_tally, start_tally
+from panopticon.common.auth import bearer, token_matches
 
 access_log = logging.getLogger("api.access")
 

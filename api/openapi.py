@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from api.errors import ErrorBody
-from api.items import Health
+from panopticon.api.errors import ErrorBody
+from panopticon.api.items import Health
 
 _PLACEHOLDER = re.compile(r"{(\w+)}")
 _ERRORS = {

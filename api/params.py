@@ -16,9 +16,9 @@ from typing import Any
 import falcon
 import msgspec
 
-from api.errors import BadParam
-from common.clock import format_timestamp
-from common.normalize import normalize_environment
+from panopticon.api.errors import BadParam
+from panopticon.common.clock import format_timestamp
+from panopticon.common.normalize import normalize_environment
 
 MAX_RANGE_MS = 31 * 86_400_000
 SLIDING_SLACK_MS = 10_000  # a `to` this close to now is "now": the question slides with time

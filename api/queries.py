@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.params import TimeRange
+from panopticon.api.params import TimeRange
 
 Query = dict[str, Any]
 

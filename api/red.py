@@ -12,13 +12,13 @@ from typing import Protocol
 
 import msgspec
 
-from api.cache import ResponseCache
-from api.metrics import count_search
-from api.params import TimeRange
-from api.search import Search
-from api.window_cache import CachedWindows
-from common.indices import TRACES
-from common.rollup_reader import (
+from panopticon.api.cache import ResponseCache
+from panopticon.api.metrics import count_search
+from panopticon.api.params import TimeRange
+from panopticon.api.search import Search
+from panopticon.api.window_cache import CachedWindows
+from panopticon.common.indices import TRACES
+from panopticon.common.rollup_reader import (
     MINUTE_MS,
     ReadStats,
     RedTotals,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from api.errors import ApiError, SearchUnavailable
-from api.metrics import count_search
-from api.params import TimeRange
-from common.indices import IndexNames
+from panopticon.api.errors import ApiError, SearchUnavailable
+from panopticon.api.metrics import count_search
+from panopticon.api.params import TimeRange
+from panopticon.common.indices import IndexNames
 
 log = logging.getLogger(__name__)
 

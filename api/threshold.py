@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from api.params import TimeRange
-from api.queries import MAX_WINDOW, Query, hits, min_max
-from api.search import Search
-from common.indices import TRACES
+from panopticon.api.params import TimeRange
+from panopticon.api.queries import MAX_WINDOW, Query, hits, min_max
+from panopticon.api.search import Search
+from panopticon.common.indices import TRACES
 
 MAX_BISECTIONS = 40
 

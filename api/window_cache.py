@@ -30,10 +30,10 @@ from typing import Any
 
 import msgspec
 
-from common.clock import parse_timestamp
-from common.indices import IndexNames
-from common.rollup import SCOPE_HOUR_MARKER, SCOPE_SERVICE, TIER_1H, TIER_1M, CellKey, RollupCell, cell_key
-from common.rollup_reader import (
+from panopticon.common.clock import parse_timestamp
+from panopticon.common.indices import IndexNames
+from panopticon.common.rollup import SCOPE_HOUR_MARKER, SCOPE_SERVICE, TIER_1H, TIER_1M, CellKey, RollupCell, cell_key
+from panopticon.common.rollup_reader import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,

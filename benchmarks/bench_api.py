@@ -48,11 +48,11 @@ import msgspec
 
 from benchmarks.report import Report, Target
 from benchmarks.rig import Group, local_stack
-from common.clients import opensearch_client
-from common.clock import format_timestamp
-from common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames, index_settings
-from common.normalize import StoredSpan
-from common.rollup import (
+from panopticon.common.clients import opensearch_client
+from panopticon.common.clock import format_timestamp
+from panopticon.common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames, index_settings
+from panopticon.common.normalize import StoredSpan
+from panopticon.common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,
     TIER_1H,
@@ -61,13 +61,13 @@ from common.rollup import (
     RollupKey,
     hour_marker_key,
 )
-from common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS
-from common.schema import SpanDoc
-from common.settings import load_settings
-from common.stack import LocalStack, free_port
-from common.traffic import generate
-from engine.compactor import compact_hours
-from engine.decode import EventDecoder
+from panopticon.common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS
+from panopticon.common.schema import SpanDoc
+from panopticon.common.settings import load_settings
+from panopticon.devtools.stack import LocalStack, free_port
+from panopticon.devtools.traffic import generate
+from panopticon.engine.compactor import compact_hours
+from panopticon.engine.decode import EventDecoder
 
 SEED = 20_240_601
 PREFIX = "benchapi-"
@@ -485,7 +485,7 @@ def drain(client: Any, limit_s: float = 180.0) -> float:
 
 def start_api(env: dict[str, str], log_dir: Path) -> tuple[Group, int]:
     port = free_port()
-    api = Group([sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}"],
+    api = Group([sys.executable, "-m", "panopticon", "api", "--bind", f"127.0.0.1:{port}"],
                 {**env, "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "prom")}, log_dir / "api.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

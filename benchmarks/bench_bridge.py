@@ -3,7 +3,7 @@
     python -m benchmarks.bench_bridge            # 100 and 1,000 clients, 200 errors/s for 30 s each
     python -m benchmarks.bench_bridge --quick    # 8 s per phase
 
-Starts its own local stack (free ports) and a bridge (`python -m common.cli bridge`), measures the Kafka leg
+Starts its own local stack (free ports) and a bridge (`python -m panopticon bridge`), measures the Kafka leg
 alone (produce -> readable by a plain consumer, no clients), then for each client count: connects that many
 real WebSocket clients (TCP + RFC 6455 handshake; load processes of up to 500 clients each, one selector loop
 per process, so the load side stays cheap enough to share two cores with the bridge), produces errors at a
@@ -36,10 +36,10 @@ import psutil
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks.rig import local_stack
-from common.clients import consumer_config, producer_config
-from common.settings import Settings, load_settings
-from common.stack import free_port
-from common.topics import create_topics
+from panopticon.common.clients import consumer_config, producer_config
+from panopticon.common.settings import Settings, load_settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "latest.jsonl"
@@ -178,7 +178,7 @@ class BridgeUnderTest:
         self.port = int(env["ERROR_STREAM_PORT"])
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1",
+            [sys.executable, "-m", "panopticon", "bridge", "--host", "127.0.0.1",
              "--max-clients", str(max_clients)],
             env={**os.environ, **env}, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -21,10 +21,10 @@ import msgspec
 
 from benchmarks.naive import NaiveRefiner
 from benchmarks.report import Report, Target
-from common.indices import IndexNames
-from common.normalize import StoredLog, StoredSpan
-from common.traffic import generate
-from engine.decode import EventDecoder
+from panopticon.common.indices import IndexNames
+from panopticon.common.normalize import StoredLog, StoredSpan
+from panopticon.devtools.traffic import generate
+from panopticon.engine.decode import EventDecoder
 
 LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
 FLUSH_AT = 8 * 1024 * 1024  # a bulk block's worth: the buffer is emptied as a sealed batch would be

@@ -51,9 +51,9 @@ from benchmarks.rig import (
     topics_env,
     window,
 )
-from common.clients import opensearch_client
-from common.settings import load_settings
-from common.stack import LocalStack
+from panopticon.common.clients import opensearch_client
+from panopticon.common.settings import load_settings
+from panopticon.devtools.stack import LocalStack
 
 RATE_TARGET, RATIO_TARGET, CPU_TARGET, RSS_TARGET = 100_000, 7.0, 0.7, 200.0
 IDLE_S = 5.0

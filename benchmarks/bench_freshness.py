@@ -36,14 +36,14 @@ from confluent_kafka import Producer
 
 from benchmarks.report import Report, Target
 from benchmarks.rig import Engine, local_stack, topics_env
-from common.clients import opensearch_client, producer_config
-from common.indices import IndexNames
-from common.rollup_reader import MINUTE_MS, RollupQuery, RollupReader
-from common.sample import sample_event
-from common.settings import Settings, load_settings
-from common.topics import create_topics
-from common.traffic import generate
-from engine.decode import span_doc_id
+from panopticon.common.clients import opensearch_client, producer_config
+from panopticon.common.indices import IndexNames
+from panopticon.common.rollup_reader import MINUTE_MS, RollupQuery, RollupReader
+from panopticon.common.settings import Settings, load_settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.sample import sample_event
+from panopticon.devtools.traffic import generate
+from panopticon.engine.decode import span_doc_id
 
 PROBE_EVERY = 20
 RED_PROBES_PER_S = 5.0

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from benchmarks.report import Report, Target
 from benchmarks.rig import Engine, Sampler, bulk_figures, local_stack, preload, roles, stack_cpu, topics_env, window
-from common.clients import opensearch_client
-from common.settings import load_settings
+from panopticon.common.clients import opensearch_client
+from panopticon.common.settings import load_settings
 
 RSS_TARGET = 200.0
 

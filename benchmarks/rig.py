@@ -25,11 +25,11 @@ from typing import Any
 import msgspec
 import psutil
 
-from common.loadgen import produce
-from common.settings import Settings, load_settings
-from common.stack import LocalStack, StackError, free_port, stop_group
-from common.topics import create_topics
-from common.traffic import generate
+from panopticon.common.settings import Settings, load_settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.loadgen import produce
+from panopticon.devtools.stack import LocalStack, StackError, free_port, stop_group
+from panopticon.devtools.traffic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
@@ -343,7 +343,7 @@ class Engine(Group):
 
     def __init__(self, env: dict[str, str], workers: int, group: str, log_path: Path) -> None:
         self.metrics_port = free_port()
-        super().__init__([sys.executable, "-m", "common.cli", "engine"],
+        super().__init__([sys.executable, "-m", "panopticon", "engine"],
                          {**env, "ENGINE_WORKERS": str(workers), "ENGINE_GROUP_ID": group,
                           "ENGINE_INSTANCE_ID": group, "ENGINE_METRICS_PORT": str(self.metrics_port)}, log_path)
         self.log_path = log_path

@@ -18,12 +18,20 @@ import msgspec
 from opensearchpy import helpers
 
 from benchmarks.rig import local_stack
-from common.clients import opensearch_client
-from common.clock import format_timestamp
-from common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
-from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1H, TIER_1M, RollupCell, RollupKey, hour_marker_key
-from common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS, RollupQuery, RollupReader
-from common.settings import load_settings
+from panopticon.common.clients import opensearch_client
+from panopticon.common.clock import format_timestamp
+from panopticon.common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
+from panopticon.common.rollup import (
+    SCOPE_ENDPOINT,
+    SCOPE_SERVICE,
+    TIER_1H,
+    TIER_1M,
+    RollupCell,
+    RollupKey,
+    hour_marker_key,
+)
+from panopticon.common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS, RollupQuery, RollupReader
+from panopticon.common.settings import load_settings
 
 SERVICES = ["checkout", "search"]
 

@@ -1,6 +1,6 @@
 """The soak: ``make run`` left on, with the routes the original frontend polls asked all along.
 
-``python -m benchmarks.soak [--minutes 60] [--rate 200]`` starts ``python -m common.run`` (the local stack, the
+``python -m benchmarks.soak [--minutes 60] [--rate 200]`` starts ``python -m panopticon.devtools.run`` (the local stack, the
 engine, the API, the bridge and loadgen at ``--rate`` records/s) on free ports with its data in a temporary
 directory, waits for the first services, then every ``--every`` seconds asks each route once, one after the
 other, as one dashboard would: services over 14 days, a service's metrics at ``interval=45s``, its endpoints,
@@ -29,8 +29,8 @@ import msgspec
 import psutil
 
 from benchmarks.report import Report, Target
-from common.histogram import exact_percentile
-from common.stack import free_port
+from panopticon.common.histogram import exact_percentile
+from panopticon.devtools.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         ports = {name: str(free_port()) for name in ("PANOPTICON_KAFKA_PORT", "PANOPTICON_SEARCH_PORT", "PORT",
                                                       "ERROR_STREAM_PORT", "ENGINE_METRICS_PORT")}
         env = {**os.environ, **ports, "PANOPTICON_STACK_DIR": data_dir, "LOADGEN_RATE": str(args.rate)}
-        run = subprocess.Popen([sys.executable, "-m", "common.run"], cwd=ROOT, env=env,
+        run = subprocess.Popen([sys.executable, "-m", "panopticon.devtools.run"], cwd=ROOT, env=env,
                                stdout=open(Path(data_dir) / "run.out", "wb"),  # noqa: SIM115 - owned by the child
                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
             return soak(args, minutes, run, f"http://127.0.0.1:{ports['PORT']}", report)
         finally:
-            run.send_signal(signal.SIGINT)  # common.run stops its components, then the stack
+            run.send_signal(signal.SIGINT)  # devtools.run stops its components, then the stack
             try:
                 run.wait(120)
             except subprocess.TimeoutExpired:

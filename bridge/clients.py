@@ -15,8 +15,8 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from bridge.codec import Delivery
-from common.normalize import normalize_environment
+from panopticon.bridge.codec import Delivery
+from panopticon.common.normalize import normalize_environment
 
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001

@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from common.normalize import normalize_environment
-from common.schema import ErrorTopicRecord
+from panopticon.common.normalize import normalize_environment
+from panopticon.common.schema import ErrorTopicRecord
 
 TEXT = 0x81  # FIN + text opcode
 PING_FRAME = b"\x89\x00"  # FIN + ping opcode, empty payload

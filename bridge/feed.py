@@ -17,12 +17,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from bridge.codec import Delivery, ErrorRecordDecoder, Malformed
-from bridge.hub import Hub
-from bridge.loop import LoopThread
-from bridge.metrics import BridgeMetrics
-from common.clients import consumer_config
-from common.settings import Settings
+from panopticon.bridge.codec import Delivery, ErrorRecordDecoder, Malformed
+from panopticon.bridge.hub import Hub
+from panopticon.bridge.loop import LoopThread
+from panopticon.bridge.metrics import BridgeMetrics
+from panopticon.common.clients import consumer_config
+from panopticon.common.settings import Settings
 
 log = logging.getLogger("bridge.feed")
 
@@ -156,7 +156,8 @@ class ErrorFeed(LoopThread):
                     raise KafkaException(error)
                 log.warning("consumer error: %s", error)
             return None
-        self._next_offsets[message.partition()] = message.offset() + 1
+        partition: int = message.partition()  # type: ignore[assignment]  # a record without error has both
+        self._next_offsets[partition] = message.offset() + 1  # type: ignore[operator]
         result = self._decoder.decode(message.value(), read_at)
         if isinstance(result, Malformed):
             self._skip(message, result)

@@ -17,10 +17,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from bridge.clients import GOING_AWAY, POLICY_VIOLATION, Subscriber
-from bridge.codec import Delivery
-from bridge.loop import LoopThread
-from bridge.metrics import BridgeMetrics
+from panopticon.bridge.clients import GOING_AWAY, POLICY_VIOLATION, Subscriber
+from panopticon.bridge.codec import Delivery
+from panopticon.bridge.loop import LoopThread
+from panopticon.bridge.metrics import BridgeMetrics
 
 log = logging.getLogger("bridge.hub")
 

@@ -7,11 +7,11 @@ import logging
 
 from prometheus_client import disable_created_metrics
 
-from bridge.runner import BridgeApplication
-from bridge.service import ServerOptions
-from common.logs import setup_logging
-from common.ports import check_port
-from common.settings import load_settings
+from panopticon.bridge.runner import BridgeApplication
+from panopticon.bridge.service import ServerOptions
+from panopticon.common.logs import setup_logging
+from panopticon.common.ports import check_port
+from panopticon.common.settings import load_settings
 
 log = logging.getLogger("bridge")
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_port(args.host, settings.error_stream_port, "ERROR_STREAM_PORT")  # before gunicorn's retries
     setup_logging(settings, "bridge")
-    disable_created_metrics()  # no *_created series next to every counter
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series next to every counter
     options = ServerOptions(host=args.host, port=settings.error_stream_port,
                             max_clients=max(1, args.max_clients),
                             send_buffer_bytes=max(0, args.send_buffer_kb) * 1024)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 import simple_websocket
 
-from bridge.clients import POLICY_VIOLATION, Subscriber
-from bridge.codec import PING_FRAME, Delivery
-from bridge.outbox import Outbox
+from panopticon.bridge.clients import POLICY_VIOLATION, Subscriber
+from panopticon.bridge.codec import PING_FRAME, Delivery
+from panopticon.bridge.outbox import Outbox
 
 log = logging.getLogger("bridge.plain")
 
@@ -126,7 +126,7 @@ class PlainSession:
 
     def serve(self) -> str:
         """Read until the client goes or is cut; returns the reason, for the log."""
-        self._ws.thread.run()  # type: ignore[attr-defined]  # simple-websocket's loop; closes the outbox
+        self._ws.thread.run()  # simple-websocket's loop; closes the outbox
         kick = self._subscriber.kick
         if kick is not None:
             return kick.reason

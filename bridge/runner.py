@@ -16,8 +16,8 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
-from bridge.service import Bridge, ServerOptions
-from common.settings import Settings
+from panopticon.bridge.service import Bridge, ServerOptions
+from panopticon.common.settings import Settings
 
 SPARE_THREADS = 32  # /health, /metrics and handshakes in flight
 THREAD_STACK_BYTES = 1024 * 1024
@@ -35,7 +35,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         config: dict[str, Any] = {
             "bind": [f"{self.options.host}:{self.options.port}"],
             "workers": 1,
-            "worker_class": "bridge.runner.BridgeWorker",
+            "worker_class": f"{__name__}.BridgeWorker",
             "threads": threads,
             "worker_connections": threads + SPARE_THREADS,  # room for kept-alive HTTP connections
             "backlog": 2048,

@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from bridge.codec import Delivery
-from bridge.loop import LoopThread
-from bridge.metrics import BridgeMetrics
-from bridge.plain import Fresh, PlainSession, Tally
+from panopticon.bridge.codec import Delivery
+from panopticon.bridge.loop import LoopThread
+from panopticon.bridge.metrics import BridgeMetrics
+from panopticon.bridge.plain import Fresh, PlainSession, Tally
 
 log = logging.getLogger("bridge.sender")
 

@@ -16,15 +16,15 @@ from urllib.parse import parse_qs
 import msgspec
 import simple_websocket
 
-from bridge.clients import Subscriber, Subscription
-from bridge.hub import Hub
-from bridge.metrics import BridgeMetrics
-from bridge.outbox import Outbox
-from bridge.plain import InlineReader, PlainSession
-from bridge.sender import Sender
-from bridge.sio import SOCKET_KEY, SocketIOSide
-from bridge.sockets import GuardedSocket, tune
-from common.auth import bearer, token_matches
+from panopticon.bridge.clients import Subscriber, Subscription
+from panopticon.bridge.hub import Hub
+from panopticon.bridge.metrics import BridgeMetrics
+from panopticon.bridge.outbox import Outbox
+from panopticon.bridge.plain import InlineReader, PlainSession
+from panopticon.bridge.sender import Sender
+from panopticon.bridge.sio import SOCKET_KEY, SocketIOSide
+from panopticon.bridge.sockets import GuardedSocket, tune
+from panopticon.common.auth import bearer, token_matches
 
 log = logging.getLogger("bridge.server")
 
@@ -117,7 +117,8 @@ class BridgeApp:
 
     def _socketio(self, environ: dict[str, Any], raw: Any, start_response: StartResponse) -> Iterable[bytes]:
         sock = GuardedSocket(raw)
-        return self._sio.handle({**environ, SOCKET: sock, SOCKET_KEY: sock}, start_response)
+        answer: Iterable[bytes] = self._sio.handle({**environ, SOCKET: sock, SOCKET_KEY: sock}, start_response)
+        return answer
 
     def _plain(self, environ: dict[str, Any], raw: Any, start_response: StartResponse) -> Iterable[bytes]:
         """Handshake, then this request thread reads the connection until it ends; the sender writes."""

@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer
 
-from bridge.feed import ConsumerFactory, ErrorFeed
-from bridge.hub import Hub, Janitor
-from bridge.metrics import BridgeMetrics
-from bridge.sender import Sender
-from bridge.server import BridgeApp
-from bridge.sio import SocketIOSide
-from common.settings import Settings
+from panopticon.bridge.feed import ConsumerFactory, ErrorFeed
+from panopticon.bridge.hub import Hub, Janitor
+from panopticon.bridge.metrics import BridgeMetrics
+from panopticon.bridge.sender import Sender
+from panopticon.bridge.server import BridgeApp
+from panopticon.bridge.sio import SocketIOSide
+from panopticon.common.settings import Settings
 
 log = logging.getLogger("bridge")
 

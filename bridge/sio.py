@@ -15,10 +15,10 @@ from typing import Any
 
 import socketio
 
-from bridge.clients import Subscriber, Subscription
-from bridge.hub import Hub
-from bridge.metrics import BridgeMetrics
-from bridge.sockets import GuardedSocket
+from panopticon.bridge.clients import Subscriber, Subscription
+from panopticon.bridge.hub import Hub
+from panopticon.bridge.metrics import BridgeMetrics
+from panopticon.bridge.sockets import GuardedSocket
 
 log = logging.getLogger("bridge.sio")
 

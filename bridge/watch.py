@@ -1,4 +1,4 @@
-"""Watch the live error feed from a terminal: ``python -m bridge.watch [--url ...] [--service S] [--json]``."""
+"""Watch the live error feed from a terminal: ``python -m panopticon.bridge.watch [--url U] [--service S] [--json]``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def line(event: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bridge.watch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m panopticon.bridge.watch", description=__doc__)
     parser.add_argument("--url", default="ws://localhost:3010/ws/error-logs")
     parser.add_argument("--service", action="append", default=[], help="only this service (repeatable)")
     parser.add_argument("--environment", help="only this environment")

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from common.settings import Settings, SettingsError
+from panopticon.common.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError

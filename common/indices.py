@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from common.settings import Settings
+from panopticon.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

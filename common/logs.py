@@ -8,7 +8,7 @@ import time
 
 import msgspec
 
-from common.settings import Settings
+from panopticon.common.settings import Settings
 
 _encode = msgspec.json.Encoder().encode
 

@@ -14,8 +14,19 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from common.clock import MAX_EPOCH_MS, TimeFormatter, parse_timestamp
-from common.schema import KINDS, LEVELS, MAX_LABEL_VALUE, MAX_LABELS, STATUSES, LabelValue, Log, LogDoc, Span, SpanDoc
+from panopticon.common.clock import MAX_EPOCH_MS, TimeFormatter, parse_timestamp
+from panopticon.common.schema import (
+    KINDS,
+    LEVELS,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    STATUSES,
+    LabelValue,
+    Log,
+    LogDoc,
+    Span,
+    SpanDoc,
+)
 
 MAX_LABEL_KEY = 128
 MAX_CLEAN_KEYS = 4096  # label keys a refiner remembers as clean

@@ -1,7 +1,7 @@
 """The one place that turns "cannot listen" into the start-up error naming the variable that chose the port.
 
 Each server (the engine's metrics, the query API, the bridge) calls ``check_port`` before it binds: a port
-already in use stops start-up with one line and exit code 2 (``common.cli``), never a traceback or a server's
+already in use stops start-up with one line and exit code 2 (``panopticon.cli``), never a traceback or a server's
 retry loop.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from common.settings import SettingsError
+from panopticon.common.settings import SettingsError
 
 
 def check_port(host: str, port: int, variable: str) -> None:

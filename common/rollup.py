@@ -19,10 +19,10 @@ from typing import NamedTuple
 
 import msgspec
 
-from common.clock import format_timestamp
-from common.histogram import Histogram, bucket_index, percentiles
-from common.indices import METRICS_1H, METRICS_1M, IndexNames
-from common.schema import RollupDoc
+from panopticon.common.clock import format_timestamp
+from panopticon.common.histogram import Histogram, bucket_index, percentiles
+from panopticon.common.indices import METRICS_1H, METRICS_1M, IndexNames
+from panopticon.common.schema import RollupDoc
 
 TIER_1M, TIER_1H = "1m", "1h"
 TIER_MS = {TIER_1M: 60_000, TIER_1H: 3_600_000}

@@ -25,8 +25,8 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from common.indices import TRACES, IndexNames
-from common.rollup import (
+from panopticon.common.indices import TRACES, IndexNames
+from panopticon.common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_HOUR_MARKER,
     SCOPE_SERVICE,
@@ -37,8 +37,8 @@ from common.rollup import (
     RollupCell,
     cell_key,
 )
-from common.schema import RollupDoc
-from common.span_histograms import SpanBuckets, span_histogram_aggs
+from panopticon.common.schema import RollupDoc
+from panopticon.common.span_histograms import SpanBuckets, span_histogram_aggs
 
 MINUTE_MS, HOUR_MS, DAY_MS = 60_000, 3_600_000, 86_400_000
 PAGE_SIZE = 5_000

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.histogram import (
+from panopticon.common.histogram import (
     HIGH_MS,
     LOW_MS,
     OCTAVE_MIN,
@@ -23,7 +23,7 @@ from common.histogram import (
     octave_range,
     octaves_between,
 )
-from common.rollup import RollupCell
+from panopticon.common.rollup import RollupCell
 
 _OCTAVE = "oct"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from common.clients import admin_config
-from common.settings import Settings
+from panopticon.common.clients import admin_config
+from panopticon.common.settings import Settings
 
 
 def all_topics(settings: Settings) -> list[str]:

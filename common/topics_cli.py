@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from common.settings import load_settings
-from common.topics import create_topics
+from panopticon.common.settings import load_settings
+from panopticon.common.topics import create_topics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

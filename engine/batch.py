@@ -11,7 +11,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.shm import Block
+from panopticon.engine.shm import Block
 
 LOG, SPAN, ROLLUP = 0, 1, 2
 

@@ -13,15 +13,15 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from common.clock import Clock
-from common.indices import METRICS_1M
-from common.settings import Settings
-from engine.batch import LOG, ROLLUP, SPAN, Batch, TopicPartition
-from engine.counters import Counter, CounterSlot
-from engine.decode import Decoded, Entry, EventDecoder
-from engine.publish import Publisher
-from engine.rollups import RollupStage
-from engine.shm import BlockPool
+from panopticon.common.clock import Clock
+from panopticon.common.indices import METRICS_1M
+from panopticon.common.settings import Settings
+from panopticon.engine.batch import LOG, ROLLUP, SPAN, Batch, TopicPartition
+from panopticon.engine.counters import Counter, CounterSlot
+from panopticon.engine.decode import Decoded, Entry, EventDecoder
+from panopticon.engine.publish import Publisher
+from panopticon.engine.rollups import RollupStage
+from panopticon.engine.shm import BlockPool
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any, cast
 import msgspec
 import urllib3
 
-from common.clients import search_error, search_refusal
-from common.settings import Settings, SettingsError
-from engine.batch import Batch
-from engine.counters import Counter, CounterSlot
+from panopticon.common.clients import search_error, search_refusal
+from panopticon.common.settings import Settings, SettingsError
+from panopticon.engine.batch import Batch
+from panopticon.engine.counters import Counter, CounterSlot
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from common.clock import Clock
-from engine.batch import LOG, SPAN, Batch
-from engine.batch import TopicPartition as TP
-from engine.counters import Counter, CounterSlot
-from engine.rollups import RollupStage
+from panopticon.common.clock import Clock
+from panopticon.engine.batch import LOG, SPAN, Batch
+from panopticon.engine.batch import TopicPartition as TP
+from panopticon.engine.counters import Counter, CounterSlot
+from panopticon.engine.rollups import RollupStage
 
 log = logging.getLogger(__name__)
 

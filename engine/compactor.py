@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 from opensearchpy.exceptions import OpenSearchException
 
-from common.clock import parse_timestamp
-from common.indices import METRICS_1H, METRICS_1M, IndexCreator, IndexNames
-from common.rollup import (
+from panopticon.common.clock import parse_timestamp
+from panopticon.common.indices import METRICS_1H, METRICS_1M, IndexCreator, IndexNames
+from panopticon.common.rollup import (
     SCOPE_HOUR_MARKER,
     SCOPE_SERVICE,
     TIER_1H,
@@ -33,8 +33,8 @@ from common.rollup import (
     cell_key,
     hour_marker_key,
 )
-from common.rollup_reader import HOUR_MS, ReadTimeout, SearchSession, time_range
-from common.schema import RollupDoc
+from panopticon.common.rollup_reader import HOUR_MS, ReadTimeout, SearchSession, time_range
+from panopticon.common.schema import RollupDoc
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from engine.shm import Segment
+from panopticon.engine.shm import Segment
 
 # Upper bounds (seconds) of the bulk latency histogram buckets; the last bucket is +Inf.
 LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

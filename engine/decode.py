@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
-from common.indices import LOGS, TRACES, IndexNames
-from common.normalize import Invalid, LogEvent, Refiner, SpanEvent, StoredLog, StoredSpan, split
-from common.schema import ERROR_LEVELS, LogDoc, SpanDoc
-from engine.batch import LOG, SPAN
+from panopticon.common.indices import LOGS, TRACES, IndexNames
+from panopticon.common.normalize import Invalid, LogEvent, Refiner, SpanEvent, StoredLog, StoredSpan, split
+from panopticon.common.schema import ERROR_LEVELS, LogDoc, SpanDoc
+from panopticon.engine.batch import LOG, SPAN
 
 _DAY_MS = 86_400_000
 NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec raises the latter for a string of invalid UTF-8

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import queue
 
-from common.settings import SettingsError
-from engine.batch import ROLLUP, Batch
-from engine.bulk import Flusher, FlushResult
-from engine.committing import Committing
-from engine.counters import Counter, CounterSlot
-from engine.publish import Publisher
-from engine.shm import BlockPool
+from panopticon.common.settings import SettingsError
+from panopticon.engine.batch import ROLLUP, Batch
+from panopticon.engine.bulk import Flusher, FlushResult
+from panopticon.engine.committing import Committing
+from panopticon.engine.counters import Counter, CounterSlot
+from panopticon.engine.publish import Publisher
+from panopticon.engine.shm import BlockPool
 
 log = logging.getLogger(__name__)
 

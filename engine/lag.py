@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from common.clock import Clock
-from engine.batch import TopicPartition as TP
-from engine.committing import CommitTracker
-from engine.counters import LagTable
+from panopticon.common.clock import Clock
+from panopticon.engine.batch import TopicPartition as TP
+from panopticon.engine.committing import CommitTracker
+from panopticon.engine.counters import LagTable
 
 BROKER_ASK_MS = 10_000  # how often to ask the broker about a partition with nothing fetched or committed here
 

@@ -15,15 +15,15 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from opensearchpy.exceptions import TransportError
 
-from common.clients import admin_config, opensearch_client, producer_config, safe_url, search_refusal
-from common.clock import now_ms
-from common.indices import IndexNames
-from common.logs import setup_logging
-from common.ports import check_port
-from common.settings import Settings, SettingsError, load_settings
-from engine.compactor import HourlyCompactor
-from engine.retention import RetentionJob, TemplateJob
-from engine.supervisor import Supervisor
+from panopticon.common.clients import admin_config, opensearch_client, producer_config, safe_url, search_refusal
+from panopticon.common.clock import now_ms
+from panopticon.common.indices import IndexNames
+from panopticon.common.logs import setup_logging
+from panopticon.common.ports import check_port
+from panopticon.common.settings import Settings, SettingsError, load_settings
+from panopticon.engine.compactor import HourlyCompactor
+from panopticon.engine.retention import RetentionJob, TemplateJob
+from panopticon.engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.engine_metrics_port:
         from prometheus_client import REGISTRY, start_http_server
 
-        from engine.metrics import EngineCollector
+        from panopticon.engine.metrics import EngineCollector
 
         REGISTRY.register(EngineCollector(supervisor))
         start_http_server(settings.engine_metrics_port, addr=METRICS_HOST)

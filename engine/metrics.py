@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from engine.counters import LATENCY_BOUNDS, Counter
+from panopticon.engine.counters import LATENCY_BOUNDS, Counter
 
 if TYPE_CHECKING:
-    from engine.supervisor import Supervisor
+    from panopticon.engine.supervisor import Supervisor
 
 P = "panopticon_engine_"
 

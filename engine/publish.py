@@ -15,10 +15,10 @@ from functools import partial
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from common.clock import TimeFormatter
-from common.schema import DeadLetter
-from engine.batch import SPAN, Batch
-from engine.counters import Counter, CounterSlot
+from panopticon.common.clock import TimeFormatter
+from panopticon.common.schema import DeadLetter
+from panopticon.engine.batch import SPAN, Batch
+from panopticon.engine.counters import Counter, CounterSlot
 
 log = logging.getLogger(__name__)
 

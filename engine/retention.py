@@ -7,10 +7,10 @@ import logging
 import time
 from typing import Any
 
-from common.clients import opensearch_client
-from common.indices import IndexNames, apply_retention, install_templates
-from common.logs import setup_logging
-from common.settings import Settings, load_settings
+from panopticon.common.clients import opensearch_client
+from panopticon.common.indices import IndexNames, apply_retention, install_templates
+from panopticon.common.logs import setup_logging
+from panopticon.common.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     client = opensearch_client(settings)
     names = IndexNames(settings.opensearch_index_prefix)
     if args.dry_run:
-        from common.indices import expired_indices
+        from panopticon.common.indices import expired_indices
 
         existing = list(client.indices.get(index=f"{names.prefix}*-apm*").keys())
         for index in expired_indices(existing, names, settings, int(time.time() * 1000)):

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from common.indices import METRICS_1M, IndexNames
-from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, CellKey, RollupCell, RollupKey
-from common.schema import SpanDoc
+from panopticon.common.indices import METRICS_1M, IndexNames
+from panopticon.common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, CellKey, RollupCell, RollupKey
+from panopticon.common.schema import SpanDoc
 
 MINUTE_MS = 60_000
 FUTURE_CAP_MS = 60_000  # an event time counts for the watermark at most this far past its Kafka timestamp

@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common.clock import now_ms
-from common.settings import Settings
-from engine.counters import Counter, CounterTable, LagTable
-from engine.shm import BlockPool, remove_stale_segments, segment_name
-from engine.throughput import ThroughputLog
-from engine.worker import HALTS, run_worker
+from panopticon.common.clock import now_ms
+from panopticon.common.settings import Settings
+from panopticon.engine.counters import Counter, CounterTable, LagTable
+from panopticon.engine.shm import BlockPool, remove_stale_segments, segment_name
+from panopticon.engine.throughput import ThroughputLog
+from panopticon.engine.worker import HALTS, run_worker
 
 log = logging.getLogger(__name__)
 

@@ -18,21 +18,21 @@ from typing import Any
 import msgspec
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from common.clients import consumer_config, opensearch_client, producer_config
-from common.clock import now_ms
-from common.indices import IndexCreator, IndexNames
-from common.settings import Settings, SettingsError
-from engine.batch import TopicPartition as TP
-from engine.building import Builder
-from engine.bulk import Flusher
-from engine.committing import Committing
-from engine.counters import Counter, CounterSlot, LagTable
-from engine.decode import EventDecoder
-from engine.flushing import Flushing
-from engine.lag import LagReport
-from engine.publish import Publisher
-from engine.rollups import RollupStage
-from engine.shm import BlockPool
+from panopticon.common.clients import consumer_config, opensearch_client, producer_config
+from panopticon.common.clock import now_ms
+from panopticon.common.indices import IndexCreator, IndexNames
+from panopticon.common.settings import Settings, SettingsError
+from panopticon.engine.batch import TopicPartition as TP
+from panopticon.engine.building import Builder
+from panopticon.engine.bulk import Flusher
+from panopticon.engine.committing import Committing
+from panopticon.engine.counters import Counter, CounterSlot, LagTable
+from panopticon.engine.decode import EventDecoder
+from panopticon.engine.flushing import Flushing
+from panopticon.engine.lag import LagReport
+from panopticon.engine.publish import Publisher
+from panopticon.engine.rollups import RollupStage
+from panopticon.engine.shm import BlockPool
 
 log = logging.getLogger(__name__)
 

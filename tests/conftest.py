@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from common.settings import Settings, load_settings
-from common.stack import LocalStack, free_port
+from panopticon.common.settings import Settings, load_settings
+from panopticon.devtools.stack import LocalStack, free_port
 from tests.harness import EngineProcess
 
 _names = itertools.count()

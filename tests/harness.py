@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 import msgspec
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from common.clients import opensearch_client
-from common.rollup import RollupCell
-from common.schema import RollupDoc
-from common.settings import Settings, load_settings
-from common.topics import create_topics
-from common.traffic import Record, generate
+from panopticon.common.clients import opensearch_client
+from panopticon.common.rollup import RollupCell
+from panopticon.common.schema import RollupDoc
+from panopticon.common.settings import Settings, load_settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.traffic import Record, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ class EngineProcess:
 
     def start(self) -> EngineProcess:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "common.cli", "engine"], env=self.env, cwd=ROOT,
+            self.process = subprocess.Popen([sys.executable, "-m", "panopticon", "engine"], env=self.env, cwd=ROOT,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

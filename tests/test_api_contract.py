@@ -19,12 +19,12 @@ from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 from test_api_data import ENDPOINTS, index_dataset, index_rollups
 
-from api.app import ROUTES, build_search, create_app
-from api.cache import ResponseCache
-from common.clients import opensearch_client
-from common.indices import IndexNames
-from common.settings import Settings, load_settings
-from common.stack import LocalStack
+from panopticon.api.app import ROUTES, build_search, create_app
+from panopticon.api.cache import ResponseCache
+from panopticon.common.clients import opensearch_client
+from panopticon.common.indices import IndexNames
+from panopticon.common.settings import Settings, load_settings
+from panopticon.devtools.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

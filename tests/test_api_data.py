@@ -20,16 +20,16 @@ from typing import Any
 import falcon.testing
 import msgspec
 
-from api.app import create_app
-from api.cache import ResponseCache
-from api.params import TimeRange
-from api.red import Bucket, EndpointTotals, RedSeries, RedTotals, ServiceTotals, bucket_starts
-from api.search import Search
-from common.clock import format_timestamp, parse_timestamp
-from common.indices import IndexCreator, IndexNames
-from common.settings import Settings
-from common.traffic import generate
-from engine.decode import EventDecoder
+from panopticon.api.app import create_app
+from panopticon.api.cache import ResponseCache
+from panopticon.api.params import TimeRange
+from panopticon.api.red import Bucket, EndpointTotals, RedSeries, RedTotals, ServiceTotals, bucket_starts
+from panopticon.api.search import Search
+from panopticon.common.clock import format_timestamp, parse_timestamp
+from panopticon.common.indices import IndexCreator, IndexNames
+from panopticon.common.settings import Settings
+from panopticon.devtools.traffic import generate
+from panopticon.engine.decode import EventDecoder
 
 LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
 SPAN_WINDOW_MS = 40 * 60_000
@@ -202,8 +202,8 @@ def index_rollups(client: Any, names: IndexNames, data: Dataset) -> int:
     """1-minute rollup documents of the dataset's SERVER spans, as the engine would write them."""
     from opensearchpy import helpers
 
-    from common.indices import METRICS_1M
-    from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, RollupCell, RollupKey, window_start
+    from panopticon.common.indices import METRICS_1M
+    from panopticon.common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, RollupCell, RollupKey, window_start
 
     cells: dict[RollupKey, RollupCell] = {}
     for span in data.spans:

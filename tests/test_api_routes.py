@@ -28,13 +28,13 @@ from test_api_data import (
     roots,
 )
 
-from api.app import build_search
-from api.resources.error_groups import fingerprint
-from common.clients import opensearch_client
-from common.clock import format_timestamp
-from common.indices import IndexNames
-from common.settings import Settings, load_settings
-from common.stack import LocalStack
+from panopticon.api.app import build_search
+from panopticon.api.resources.error_groups import fingerprint
+from panopticon.common.clients import opensearch_client
+from panopticon.common.clock import format_timestamp
+from panopticon.common.indices import IndexNames
+from panopticon.common.settings import Settings, load_settings
+from panopticon.devtools.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

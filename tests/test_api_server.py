@@ -24,10 +24,10 @@ from urllib.parse import quote
 import pytest
 from test_api_data import ENDPOINTS, EXTRA_SERVICE, Dataset, index_dataset
 
-from common.clients import opensearch_client
-from common.indices import IndexNames
-from common.settings import load_settings
-from common.stack import LocalStack, free_port
+from panopticon.common.clients import opensearch_client
+from panopticon.common.indices import IndexNames
+from panopticon.common.settings import load_settings
+from panopticon.devtools.stack import LocalStack, free_port
 from tests.harness import eventually
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def running_api(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterat
     """``panopticon api`` on a free port until the block ends; yields its base URL once /health answers 200."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        [sys.executable, "-m", "panopticon", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
          "--threads", "2"],
         env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),  # noqa: SIM115
     )

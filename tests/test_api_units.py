@@ -8,12 +8,12 @@ import falcon
 import falcon.testing
 import pytest
 
-from api.app import create_app
-from api.cache import ResponseCache
-from api.params import Interval, TimeRange, Times, auto_interval_ms, parse_time
-from api.search import Search
-from common.indices import IndexNames
-from common.settings import load_settings
+from panopticon.api.app import create_app
+from panopticon.api.cache import ResponseCache
+from panopticon.api.params import Interval, TimeRange, Times, auto_interval_ms, parse_time
+from panopticon.api.search import Search
+from panopticon.common.indices import IndexNames
+from panopticon.common.settings import load_settings
 
 NOW_MS = 1_790_000_000_000  # 2026-09-21T...Z
 
@@ -283,12 +283,12 @@ class CountingReader:
         self.reads: list[tuple[Any, ...]] = []
 
     def grouped(self, query: Any, from_ms: int, to_ms: int) -> Any:
-        from common.rollup_reader import Grouped, ReadStats
+        from panopticon.common.rollup_reader import Grouped, ReadStats
         self.reads.append(("grouped", query.scope, from_ms, to_ms))
         return Grouped(from_ms=from_ms, to_ms=to_ms, groups=[], stats=ReadStats())
 
     def series(self, query: Any, from_ms: int, to_ms: int, interval_ms: int) -> Any:
-        from common.rollup_reader import ReadStats, Series
+        from panopticon.common.rollup_reader import ReadStats, Series
         self.reads.append(("series", from_ms, to_ms, interval_ms))
         return Series(from_ms=from_ms, to_ms=to_ms, interval_ms=interval_ms, points=[], totals=None,
                       stats=ReadStats())
@@ -300,7 +300,7 @@ class DirectSearch:
 
 
 def test_rollup_answers_are_kept_per_minute_resolution_question() -> None:
-    from api.red import RollupRed
+    from panopticon.api.red import RollupRed
 
     clock = [0.0]
     reader = CountingReader()

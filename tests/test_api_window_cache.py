@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from api.window_cache import CachedWindows
-from common.clients import opensearch_client
-from common.indices import METRICS_1H, IndexNames
-from common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS, RollupQuery, RollupReader
-from common.settings import load_settings
-from common.stack import LocalStack
-from engine.compactor import compact_hours
+from panopticon.api.window_cache import CachedWindows
+from panopticon.common.clients import opensearch_client
+from panopticon.common.indices import METRICS_1H, IndexNames
+from panopticon.common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS, RollupQuery, RollupReader
+from panopticon.common.settings import load_settings
+from panopticon.devtools.stack import LocalStack
+from panopticon.engine.compactor import compact_hours
 from tests.test_rollup_reader import GRACE_MS, T0, Span, _cells, _spans, _write_rollups
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The live error feed (bridge/): unit tests of its parts, then integration tests with real clients.
 
-Integration tests start `python -m common.cli bridge` as a subprocess on a free 127.0.0.1 port against the
+Integration tests start `python -m panopticon bridge` as a subprocess on a free 127.0.0.1 port against the
 session's local stack, produce to a fresh error topic and read with websocket-client and the official
 python-socketio client.
 """
@@ -30,16 +30,16 @@ from confluent_kafka import Producer
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from bridge.clients import ClientQueue, Subscriber, Subscription
-from bridge.codec import PING_FRAME, Delivery, ErrorRecordDecoder, Malformed, text_frame
-from bridge.hub import Hub
-from bridge.metrics import BridgeMetrics
-from bridge.outbox import Outbox
-from bridge.plain import Fresh, Keepalive, PlainSession, Tally
-from common.clients import producer_config
-from common.settings import Settings
-from common.stack import free_port
-from common.topics import create_topics
+from panopticon.bridge.clients import ClientQueue, Subscriber, Subscription
+from panopticon.bridge.codec import PING_FRAME, Delivery, ErrorRecordDecoder, Malformed, text_frame
+from panopticon.bridge.hub import Hub
+from panopticon.bridge.metrics import BridgeMetrics
+from panopticon.bridge.outbox import Outbox
+from panopticon.bridge.plain import Fresh, Keepalive, PlainSession, Tally
+from panopticon.common.clients import producer_config
+from panopticon.common.settings import Settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.stack import free_port
 from tests.harness import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ class RunningBridge:
         self._terminated = False
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", "bridge", "--host", "127.0.0.1", *extra_args],
+            [sys.executable, "-m", "panopticon", "bridge", "--host", "127.0.0.1", *extra_args],
             env={**os.environ, **env, "ERROR_STREAM_PORT": str(self.port)}, cwd=ROOT,
             stdout=self._log, stderr=subprocess.STDOUT,
         )

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from common.indices import IndexNames
-from engine.batch import LOG, SPAN
-from engine.decode import Decoded, EventDecoder, log_doc_id, span_doc_id
+from panopticon.common import normalize as common_normalize
+from panopticon.common.indices import IndexNames
+from panopticon.engine import decode as engine_decode
+from panopticon.engine.batch import LOG, SPAN
+from panopticon.engine.decode import Decoded, EventDecoder, log_doc_id, span_doc_id
 
 SAMPLES = Path(__file__).resolve().parent / "samples"  # the ingest contract's samples, kept in the repo
 NOW = 1_795_773_601_000
@@ -233,10 +235,8 @@ def module_state(module: object) -> dict[str, object]:
 def test_decoding_writes_no_module_level_state() -> None:
     """What a process decoded before must not change how it decodes: the refiner's caches belong to one
     decoder (one per worker), never to a module that every decoder, test and thread shares."""
-    import common.normalize
-    import engine.decode
 
-    before = [module_state(common.normalize), module_state(engine.decode)]
+    before = [module_state(common_normalize), module_state(engine_decode)]
     d = decoder()
     for i in range(20):
         labels = {f"key-{uuid.uuid4().hex}": "v", "bad key": "x", "n": i}
@@ -247,4 +247,4 @@ def test_decoding_writes_no_module_level_state() -> None:
     for topic, name in (("apm.logs", "logs.jsonl"), ("apm.spans", "spans.jsonl")):
         for offset, value in enumerate(lines(name)):
             d.decode(topic, 0, offset, value, NOW, NOW)
-    assert [module_state(common.normalize), module_state(engine.decode)] == before
+    assert [module_state(common_normalize), module_state(engine_decode)] == before

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from common.rollup import SCOPE_ENDPOINT
-from common.settings import Settings
-from common.stack import LocalStack, free_port
+from panopticon.common.rollup import SCOPE_ENDPOINT
+from panopticon.common.settings import Settings
+from panopticon.devtools.stack import LocalStack, free_port
 from tests.harness import (
     EngineProcess,
     Sent,

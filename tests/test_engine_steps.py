@@ -22,20 +22,20 @@ from confluent_kafka import Message, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.clock import format_timestamp
-from common.indices import IndexNames
-from common.rollup import SCOPE_ENDPOINT
-from common.settings import Settings
-from engine.batch import Batch
-from engine.building import Builder
-from engine.bulk import BulkAnswer, Flusher, ItemResult
-from engine.committing import Committing
-from engine.counters import SLOTS, CounterSlot
-from engine.decode import EventDecoder
-from engine.flushing import Flushing
-from engine.publish import Publisher
-from engine.rollups import RollupStage, format_metadata, parse_metadata
-from engine.shm import BlockPool, segment_name
+from panopticon.common.clock import format_timestamp
+from panopticon.common.indices import IndexNames
+from panopticon.common.rollup import SCOPE_ENDPOINT
+from panopticon.common.settings import Settings
+from panopticon.engine.batch import Batch
+from panopticon.engine.building import Builder
+from panopticon.engine.bulk import BulkAnswer, Flusher, ItemResult
+from panopticon.engine.committing import Committing
+from panopticon.engine.counters import SLOTS, CounterSlot
+from panopticon.engine.decode import EventDecoder
+from panopticon.engine.flushing import Flushing
+from panopticon.engine.publish import Publisher
+from panopticon.engine.rollups import RollupStage, format_metadata, parse_metadata
+from panopticon.engine.shm import BlockPool, segment_name
 
 TOPIC = "apm.spans"
 TP = (TOPIC, 0)

@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common.settings import Settings
-from common.stack import free_port
-from engine.shm import SHM_DIR
+from panopticon.common.settings import Settings
+from panopticon.devtools.stack import free_port
+from panopticon.engine.shm import SHM_DIR
 from tests.harness import (
     EngineProcess,
     Sent,

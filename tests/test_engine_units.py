@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from common.indices import IndexNames, expired_indices
-from common.settings import load_settings
-from engine.batch import Batch
-from engine.committing import CommitTracker
-from engine.counters import Counter, CounterTable
-from engine.shm import SHM_DIR, BlockPool, remove_stale_segments, segment_name
-from engine.throughput import ThroughputLog, duration
+from panopticon.common.indices import IndexNames, expired_indices
+from panopticon.common.settings import load_settings
+from panopticon.engine.batch import Batch
+from panopticon.engine.committing import CommitTracker
+from panopticon.engine.counters import Counter, CounterTable
+from panopticon.engine.shm import SHM_DIR, BlockPool, remove_stale_segments, segment_name
+from panopticon.engine.throughput import ThroughputLog, duration
 
 DAY = 86_400_000
 
@@ -127,12 +127,12 @@ def test_stale_segments_of_a_dead_supervisor_are_removed() -> None:
 def test_an_unreachable_broker_is_named_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
     from confluent_kafka import KafkaError
 
-    from common.clients import KafkaErrorLog
+    from panopticon.common.clients import KafkaErrorLog
 
     now = [0.0]
     errors = KafkaErrorLog("kafka-1:9092", every_s=30.0, clock=lambda: now[0])
     down = KafkaError(KafkaError._TRANSPORT, "Connect to ipv4#10.0.0.1:9092 failed: Connection refused")
-    with caplog.at_level("WARNING", logger="common.clients"):
+    with caplog.at_level("WARNING", logger="panopticon.common.clients"):
         for at in (0.0, 1.0, 29.9, 30.0, 45.0, 61.0):
             now[0] = at
             errors(down if at != 45.0 else KafkaError(KafkaError._ALL_BROKERS_DOWN, "all down"))
@@ -155,7 +155,7 @@ def test_an_unreachable_broker_is_named_once_per_period(caplog: pytest.LogCaptur
 ], ids=["401", "401-no-user", "403", "403-item", "403-block", "503", "no-status"])
 def test_search_refusals_name_what_to_fix(status: object, body: object, user: str, variable: str | None,
                                          words: str) -> None:
-    from common.clients import search_refusal
+    from panopticon.common.clients import search_refusal
 
     settings = load_settings({"OPENSEARCH_URL": "https://engine:pw@search:9200", "OPENSEARCH_USERNAME": user})
     refusal = search_refusal(settings, status, body)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
-from common.stack import LocalStack, free_port
+from panopticon.common.settings import Settings
+from panopticon.devtools.stack import LocalStack, free_port
 from tests.harness import (
     ROOT,
     EngineProcess,
@@ -69,7 +69,7 @@ def settings(env: dict[str, str], stack: LocalStack) -> Settings:
 
 
 def run_command(args: list[str], env: dict[str, str], timeout_s: float = 90.0) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "common.cli", *args], env={**os.environ, **env}, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "panopticon", *args], env={**os.environ, **env}, cwd=ROOT,
                           capture_output=True, timeout=timeout_s)
     return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
 
@@ -196,7 +196,7 @@ def test_an_unreachable_broker_is_named_periodically(settings_env: dict[str, str
            "ERROR_STREAM_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / f"{command}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "common.cli", command], env=env, cwd=ROOT, stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", "panopticon", command], env=env, cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:  # the line repeats every 30 s per client while it lasts (test_engine_units checks the period)
         eventually(lambda: f"Kafka unreachable at KAFKA_BROKERS={brokers}: " in log_path.read_text(), 60,
@@ -223,7 +223,7 @@ def test_api_instances_leave_no_control_socket_to_share(stack: LocalStack, tmp_p
             port = free_port()
             log = open(tmp_path / f"api-{port}.log", "wb")  # noqa: SIM115 - the child keeps it
             apis.append((port, subprocess.Popen(
-                [sys.executable, "-m", "common.cli", "api", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                [sys.executable, "-m", "panopticon", "api", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                  "--threads", "1"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
             log.close()
         for port, process in apis:

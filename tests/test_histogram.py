@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.histogram import (
+from panopticon.common.histogram import (
     BUCKET_COUNT,
     HIGH_MS,
     LOW_MS,

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 from msgspec import inspect
 
-from common.indices import LOG_MAPPING, MAPPINGS, ROLLUP_MAPPING, SPAN_MAPPING
-from common.schema import LogDoc, RollupDoc, SpanDoc
+from panopticon.common.indices import LOG_MAPPING, MAPPINGS, ROLLUP_MAPPING, SPAN_MAPPING
+from panopticon.common.schema import LogDoc, RollupDoc, SpanDoc
 
 TIMES = {"@timestamp", "ingested_at", "written_at"}  # the strings that are RFC 3339 times
 HOLDS = {  # the mapping types that hold the values of a field's type (a list is mapped as its items)

@@ -13,14 +13,14 @@ import msgspec
 import pytest
 from confluent_kafka import Consumer
 
-from common import loadgen, sample
-from common.clients import consumer_config
-from common.normalize import Invalid, Refiner, normalize_environment
-from common.settings import Settings
-from common.topics import create_topics
-from common.traffic import SERVICES, Record, generate, select_services
-from common.traffic.generator import FAILURES, HANDLED_ERRORS, UNHANDLED, WARNINGS
-from common.traffic.wire import catalog_strings, is_plain
+from panopticon.devtools import loadgen, sample
+from panopticon.common.clients import consumer_config
+from panopticon.common.normalize import Invalid, Refiner, normalize_environment
+from panopticon.common.settings import Settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.traffic import SERVICES, Record, generate, select_services
+from panopticon.devtools.traffic.generator import FAILURES, HANDLED_ERRORS, UNHANDLED, WARNINGS
+from panopticon.devtools.traffic.wire import catalog_strings, is_plain
 
 BASE_MS = 1_795_773_600_000  # 2026-11-27T06:40:00Z
 NOW_MS = BASE_MS + 60_000

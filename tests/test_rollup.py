@@ -8,9 +8,9 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.histogram import Histogram
-from common.indices import IndexNames
-from common.rollup import (
+from panopticon.common.histogram import Histogram
+from panopticon.common.indices import IndexNames
+from panopticon.common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,
     TIER_1H,
@@ -20,7 +20,7 @@ from common.rollup import (
     rollup_id,
     window_start,
 )
-from common.schema import RollupDoc
+from panopticon.common.schema import RollupDoc
 
 spans = st.lists(st.tuples(st.floats(min_value=0.0, max_value=1e7, allow_nan=False), st.booleans()), max_size=40)
 KEY = RollupKey(TIER_1M, 1_773_093_600_000, "checkout", "production", SCOPE_ENDPOINT, "GET /api/orders/{id}",

@@ -18,11 +18,11 @@ import msgspec
 import pytest
 from opensearchpy import helpers
 
-from common.clients import opensearch_client
-from common.clock import format_timestamp, parse_timestamp
-from common.histogram import HIGH_MS, LOW_MS, exact_percentile
-from common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
-from common.rollup import (
+from panopticon.common.clients import opensearch_client
+from panopticon.common.clock import format_timestamp, parse_timestamp
+from panopticon.common.histogram import HIGH_MS, LOW_MS, exact_percentile
+from panopticon.common.indices import METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames
+from panopticon.common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,
     TIER_1H,
@@ -31,7 +31,7 @@ from common.rollup import (
     RollupKey,
     window_start,
 )
-from common.rollup_reader import (
+from panopticon.common.rollup_reader import (
     HOUR_MS,
     MINUTE_MS,
     RedTotals,
@@ -40,10 +40,10 @@ from common.rollup_reader import (
     complement,
     plan_read,
 )
-from common.schema import RollupDoc
-from common.settings import load_settings
-from common.stack import LocalStack
-from engine.compactor import compact_hours
+from panopticon.common.schema import RollupDoc
+from panopticon.common.settings import load_settings
+from panopticon.devtools.stack import LocalStack
+from panopticon.engine.compactor import compact_hours
 
 pytestmark = pytest.mark.integration
 
@@ -390,8 +390,8 @@ def test_the_engine_compactor_follows_its_grace_and_interval_settings(stack: Loc
     """ROLLUP_HOURLY_GRACE_MS = 1 min and ROLLUP_HOURLY_INTERVAL_MS = 2 min, as the engine builds its jobs:
     a run one minute after the hour's end leaves it (not closed yet), the next run comes two minutes later
     and compacts it, which the default grace (5 min) would not yet."""
-    from engine.compactor import HourlyCompactor
-    from engine.main import periodic_jobs
+    from panopticon.engine.compactor import HourlyCompactor
+    from panopticon.engine.main import periodic_jobs
 
     prefix = f"hourly{random.randrange(10**6)}-"
     settings = load_settings({**stack.env(), "OPENSEARCH_INDEX_PREFIX": prefix,

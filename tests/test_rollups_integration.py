@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from common.histogram import exact_percentile
-from common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, RollupCell
-from common.settings import load_settings
-from common.stack import LocalStack
-from common.topics import create_topics
-from common.traffic import generate
+from panopticon.common.histogram import exact_percentile
+from panopticon.common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, RollupCell
+from panopticon.common.settings import load_settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.stack import LocalStack
+from panopticon.devtools.traffic import generate
 from tests.harness import EngineProcess, Key, Store, eventually, produce, rollup_cells, stored_server_spans
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from common.settings import SettingsError, load_settings
+from panopticon.common.settings import SettingsError, load_settings
 
 
 def test_defaults_match_the_contract() -> None:
@@ -65,7 +65,7 @@ def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
 
 def test_a_bad_value_stops_the_engine_before_it_connects() -> None:
     env = {**os.environ, "BULK_BATCH_SIZE": "lots", "KAFKA_BROKERS": "127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "common.cli", "engine"], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "panopticon", "engine"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2
     assert "BULK_BATCH_SIZE" in done.stderr
@@ -74,7 +74,7 @@ def test_a_bad_value_stops_the_engine_before_it_connects() -> None:
 
 def test_a_librdkafka_property_it_refuses_stops_the_engine() -> None:
     env = {**os.environ, "KAFKA_CONF_NO_SUCH_PROPERTY": "1", "KAFKA_BROKERS": "127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "common.cli", "engine"], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "panopticon", "engine"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2
     assert "KAFKA_CONF_" in done.stderr and "no.such.property" in done.stderr

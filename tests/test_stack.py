@@ -17,17 +17,17 @@ import psutil
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from common.clients import opensearch_client
-from common.indices import LOGS, SPAN_MAPPING, TRACES, IndexNames, install_templates
-from common.settings import load_settings
-from common.stack import LocalStack, free_port, port_open
+from panopticon.common.clients import opensearch_client
+from panopticon.common.indices import LOGS, SPAN_MAPPING, TRACES, IndexNames, install_templates
+from panopticon.common.settings import load_settings
+from panopticon.devtools.stack import LocalStack, free_port, port_open
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "common.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "panopticon", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300, check=False)
 
 

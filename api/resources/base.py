@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 
 import falcon
 
-from api.cache import ResponseCache
-from api.params import TimeRange
-from api.red import RedSource
-from api.search import Search
+from panopticon.api.cache import ResponseCache
+from panopticon.api.params import TimeRange
+from panopticon.api.red import RedSource
+from panopticon.api.search import Search
 
 
 def wall_clock_ms() -> int:

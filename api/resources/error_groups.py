@@ -12,14 +12,14 @@ from typing import Any
 
 import falcon
 
-from api import params as p
-from api import queries as q
-from api.items import ErrorGroup, ErrorGroups
-from api.params import TimeRange
-from api.resources.base import Resource
-from api.resources.red_routes import ENVIRONMENT
-from common.indices import LOGS
-from common.schema import ERROR_LEVELS
+from panopticon.api import params as p
+from panopticon.api import queries as q
+from panopticon.api.items import ErrorGroup, ErrorGroups
+from panopticon.api.params import TimeRange
+from panopticon.api.resources.base import Resource
+from panopticon.api.resources.red_routes import ENVIRONMENT
+from panopticon.common.indices import LOGS
+from panopticon.common.schema import ERROR_LEVELS
 
 MAX_SCANNED = 5_000
 MAX_FINGERPRINT = 512

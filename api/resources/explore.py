@@ -6,15 +6,15 @@ from typing import Any, ClassVar
 
 import falcon
 
-from api import params as p
-from api import queries as q
-from api.items import LogsPage, SpansPage, log_item, span_item
-from api.params import TimeRange
-from api.resources.base import Resource
-from api.resources.red_routes import ENVIRONMENT
-from api.resources.traces import check_window
-from common.indices import LOGS, TRACES
-from common.schema import KINDS, LEVELS, STATUSES
+from panopticon.api import params as p
+from panopticon.api import queries as q
+from panopticon.api.items import LogsPage, SpansPage, log_item, span_item
+from panopticon.api.params import TimeRange
+from panopticon.api.resources.base import Resource
+from panopticon.api.resources.red_routes import ENVIRONMENT
+from panopticon.api.resources.traces import check_window
+from panopticon.common.indices import LOGS, TRACES
+from panopticon.common.schema import KINDS, LEVELS, STATUSES
 
 SERVICE_NAME = p.Text("service_name", "Exact service name.", max_length=256)
 TRACE_ID = p.Text("trace_id", "Exact trace id.", max_length=256)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import falcon
 
-from api import params as p
-from api.items import EndpointRow, EndpointsAnswer, Point, Series, ServiceRow, ServicesAnswer
-from api.params import TimeRange
-from api.red import RedTotals, bucket_starts
-from api.resources.base import Resource
-from common.clock import format_timestamp
+from panopticon.api import params as p
+from panopticon.api.items import EndpointRow, EndpointsAnswer, Point, Series, ServiceRow, ServicesAnswer
+from panopticon.api.params import TimeRange
+from panopticon.api.red import bucket_starts
+from panopticon.api.resources.base import Resource
+from panopticon.common.clock import format_timestamp
+from panopticon.common.rollup_reader import RedTotals
 
 SORT_KEYS = ("request_count", "latency_p95_ms", "error_rate")
 METRICS = ("http_requests_total", "latency_p95_ms", "latency_p90_ms", "latency_p50_ms", "error_rate")

@@ -6,10 +6,10 @@ from typing import Any
 
 import falcon
 
-from api.errors import SearchUnavailable
-from api.items import Health
-from api.metrics import ApiMetrics
-from api.search import Search
+from panopticon.api.errors import SearchUnavailable
+from panopticon.api.items import Health
+from panopticon.api.metrics import ApiMetrics
+from panopticon.api.search import Search
 
 
 class HealthResource:

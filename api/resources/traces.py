@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import falcon
 
-from api import params as p
-from api import queries as q
-from api.errors import BadParam, NotFound
-from api.items import ProblemTrace, TraceDetail, TracesPage, log_item, problem_trace, root_trace, span_item
-from api.params import TimeRange
-from api.resources.base import Resource
-from api.resources.red_routes import ENVIRONMENT
-from api.threshold import duration_percentile
-from common.indices import LOGS, TRACES
+from panopticon.api import params as p
+from panopticon.api import queries as q
+from panopticon.api.errors import BadParam, NotFound
+from panopticon.api.items import ProblemTrace, TraceDetail, TracesPage, log_item, problem_trace, root_trace, span_item
+from panopticon.api.params import TimeRange
+from panopticon.api.resources.base import Resource
+from panopticon.api.resources.red_routes import ENVIRONMENT
+from panopticon.api.threshold import duration_percentile
+from panopticon.common.indices import LOGS, TRACES
 
 MAX_TRACE_SPANS = 10_000
 MAX_TRACE_LOGS = 1_000

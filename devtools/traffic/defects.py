@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from common.traffic.record import Topic
+from panopticon.devtools.traffic.record import Topic
 
 Event = dict[str, Any]
 Encode = Callable[[Any], bytes]

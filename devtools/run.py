@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings import load_settings
-from common.stack import LocalStack, StackError
-from common.stack_cli import env_port, up
-from common.topics import create_topics
+from panopticon.common.settings import load_settings
+from panopticon.common.topics import create_topics
+from panopticon.devtools.stack import LocalStack, StackError
+from panopticon.devtools.stack_cli import env_port, up
 
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("PANOPTICON_STACK_DIR") or ROOT / ".stack").resolve()
@@ -33,7 +33,7 @@ class Component:
 
     def start(self, env: dict[str, str]) -> None:
         log = open(LOG_DIR / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen([sys.executable, "-m", "common.cli", *self.args], env=env, cwd=ROOT,
+        self.process = subprocess.Popen([sys.executable, "-m", "panopticon", *self.args], env=env, cwd=ROOT,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
@@ -108,7 +108,7 @@ Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
                    curl -s 'http://127.0.0.1:{api_port}/query/logs?level=ERROR&size=5' | python -m json.tool
   OpenAPI          http://127.0.0.1:{api_port}/openapi.json
   Live errors      ws://127.0.0.1:{bridge_port}{ws_path}
-                   .venv/bin/python -m bridge.watch --url ws://127.0.0.1:{bridge_port}{ws_path}
+                   .venv/bin/python -m panopticon.bridge.watch --url ws://127.0.0.1:{bridge_port}{ws_path}
   Engine metrics   http://127.0.0.1:{metrics_port}/metrics
 
 Ctrl-C stops everything.

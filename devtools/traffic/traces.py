@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from common.traffic.catalog import Endpoint, Service
+from panopticon.devtools.traffic.catalog import Endpoint, Service
 
 Role = Literal["server", "handler", "call"]
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 
 import msgspec
 
-from common.traffic.catalog import select_services
-from common.traffic.defects import corrupt
-from common.traffic.record import Record
-from common.traffic.traces import Span, TraceBuilder
-from common.traffic.wire import ENVIRONMENTS, HOSTS, SPELLINGS, Producer, check_plain, make_producer
+from panopticon.devtools.traffic.catalog import select_services
+from panopticon.devtools.traffic.defects import corrupt
+from panopticon.devtools.traffic.record import Record
+from panopticon.devtools.traffic.traces import Span, TraceBuilder
+from panopticon.devtools.traffic.wire import ENVIRONMENTS, HOSTS, SPELLINGS, Producer, check_plain, make_producer
 
 Clock = Callable[[], float]
 LogItem = tuple[str, str, int]  # a log event's JSON text, its normalized level, its epoch milliseconds

@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from common.clients import producer_config
-from common.clock import format_timestamp
-from common.settings import load_settings
+from panopticon.common.clients import producer_config
+from panopticon.common.clock import format_timestamp
+from panopticon.common.settings import load_settings
 
 Event = dict[str, Any]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from common.traffic.catalog import REGIONS, Service
+from panopticon.devtools.traffic.catalog import REGIONS, Service
 
 ENVIRONMENTS = ("production", "staging")
 HOSTS = 3  # pods per service and environment

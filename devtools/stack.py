@@ -99,6 +99,8 @@ def _locked(path: Path) -> Iterator[None]:
 def libraries(component: str) -> Path:
     """The folder of ``component``'s jars (``kafka`` or ``opensearch``), copied from Maven once."""
     source = INFRA / component
+    if not (source / "pom.xml").is_file():
+        raise StackError(f"the local stack runs from a checkout of the repository: {source / 'pom.xml'} is missing")
     digest = hashlib.sha256()
     for path in sorted([source / "pom.xml", *source.glob("*.java")]):
         digest.update(path.name.encode() + path.read_bytes())

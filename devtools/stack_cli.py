@@ -1,4 +1,4 @@
-"""``panopticon stack up|down|status``: the local Apache Kafka and OpenSearch (``common/stack.py``)."""
+"""``panopticon stack up|down|status``: the local Apache Kafka and OpenSearch (``devtools/stack.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from common.stack import LocalStack, StackError
+from panopticon.devtools.stack import LocalStack, StackError
 
 
 def env_port(variable: str, default: int) -> int:
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"panopticon stack: {exc}", file=sys.stderr)
         return 2
-    from common.settings import load_settings
-    from common.topics import create_topics
+    from panopticon.common.settings import load_settings
+    from panopticon.common.topics import create_topics
 
     settings = load_settings({**os.environ, **stack.env()})
     for topic, outcome in create_topics(settings, args.partitions).items():

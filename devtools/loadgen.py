@@ -16,10 +16,10 @@ from typing import Any, TextIO
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from common.clients import producer_config
-from common.clock import parse_timestamp
-from common.settings import Settings, load_settings
-from common.traffic import SERVICES, Record, generate
+from panopticon.common.clients import producer_config
+from panopticon.common.clock import parse_timestamp
+from panopticon.common.settings import Settings, load_settings
+from panopticon.devtools.traffic import SERVICES, Record, generate
 
 __all__ = ["Record", "Summary", "generate", "produce"]
 

@@ -1,0 +1,7 @@
+"""``python -m panopticon``: the ``panopticon`` command."""
+
+import sys
+
+from panopticon.cli import main
+
+sys.exit(main())
