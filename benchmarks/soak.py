@@ -1,6 +1,6 @@
 """The soak: ``make run`` left on, with the routes the original frontend polls asked all along.
 
-``python -m benchmarks.soak [--minutes 60] [--rate 200]`` starts ``python -m panopticon.devtools.run`` (the local stack, the
+``python -m benchmarks.soak [--minutes 60] [--rate 200]`` starts ``make run``'s program (the local stack, the
 engine, the API, the bridge and loadgen at ``--rate`` records/s) on free ports with its data in a temporary
 directory, waits for the first services, then every ``--every`` seconds asks each route once, one after the
 other, as one dashboard would: services over 14 days, a service's metrics at ``interval=45s``, its endpoints,

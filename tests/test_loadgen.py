@@ -13,11 +13,11 @@ import msgspec
 import pytest
 from confluent_kafka import Consumer
 
-from panopticon.devtools import loadgen, sample
 from panopticon.common.clients import consumer_config
 from panopticon.common.normalize import Invalid, Refiner, normalize_environment
 from panopticon.common.settings import Settings
 from panopticon.common.topics import create_topics
+from panopticon.devtools import loadgen, sample
 from panopticon.devtools.traffic import SERVICES, Record, generate, select_services
 from panopticon.devtools.traffic.generator import FAILURES, HANDLED_ERRORS, UNHANDLED, WARNINGS
 from panopticon.devtools.traffic.wire import catalog_strings, is_plain
