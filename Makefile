@@ -28,7 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check panopticon/*.py common engine api bridge devtools tests benchmarks
+	$(BIN)/ruff check panopticon/*.py common engine api bridge devtools ingest tests benchmarks
 	$(BIN)/mypy panopticon
 
 clean:

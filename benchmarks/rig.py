@@ -207,7 +207,8 @@ def cpu_of(pid: int) -> float:
 
 def topics_env(stack: LocalStack, name: str) -> dict[str, str]:
     return {**stack.env(), "KAFKA_APM_LOG_TOPIC": f"{name}.logs", "KAFKA_APM_SPAN_TOPIC": f"{name}.spans",
-            "KAFKA_APM_LOG_ERROR_TOPIC": f"{name}.logs.error", "KAFKA_APM_DLQ_TOPIC": f"{name}.dlq"}
+            "KAFKA_APM_LOG_ERROR_TOPIC": f"{name}.logs.error", "KAFKA_APM_DLQ_TOPIC": f"{name}.dlq",
+            "KAFKA_OTLP_SPAN_TOPIC": "", "KAFKA_OTLP_LOG_TOPIC": ""}  # the JSON topics only: workers share them evenly
 
 
 @dataclass

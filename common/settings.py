@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_apm_span_topic: NonEmpty = "apm.spans"
     kafka_apm_log_error_topic: NonEmpty = "apm.logs.error"
     kafka_apm_dlq_topic: NonEmpty = "apm.dlq"
+    kafka_otlp_span_topic: str = "otlp_spans"  # the OpenTelemetry Collector kafka exporter's; empty: not read
+    kafka_otlp_log_topic: str = "otlp_logs"
     kafka_msk_iam: bool = False
     kafka_msk_region: str = ""
     kafka_conf: dict[str, str] = msgspec.field(default_factory=dict)
@@ -78,6 +80,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rollup_hourly_grace_ms: NonNegative = 300_000  # an hour is compacted into the 1-hour tier this long after it ends
     rollup_hourly_interval_ms: Positive = 300_000  # how often the compactor looks for hours to (re)compact
 
+    # OpenTelemetry input (the engine's OTLP topics and the OTLP/HTTP receiver, `panopticon ingest`)
+    otlp_default_environment: NonEmpty = "unknown"  # when a resource has no deployment.environment(.name)
+    ingest_port: Port = 4318
+    ingest_workers: Positive = 1
+    ingest_threads: Positive = 8
+    ingest_max_body_mb: Annotated[float, msgspec.Meta(gt=0, le=256)] = 16.0  # larger requests: 413
+    ingest_produce_timeout_s: PositiveFloat = 10.0  # Kafka acknowledgements awaited before a 503
+
     # Query API
     port: Port = 3001
     api_workers: Positive = 2
@@ -104,8 +114,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return int(self.bulk_batch_bytes_mb * 1024 * 1024)
 
     @property
-    def input_topics(self) -> tuple[str, str]:
-        return (self.kafka_apm_log_topic, self.kafka_apm_span_topic)
+    def ingest_max_body_bytes(self) -> int:
+        return int(self.ingest_max_body_mb * 1024 * 1024)
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        """The topics the engine reads: the contract's, then the OTLP ones that are set."""
+        return (self.kafka_apm_log_topic, self.kafka_apm_span_topic,
+                *(t for t in (self.kafka_otlp_span_topic, self.kafka_otlp_log_topic) if t))
 
     def origins(self, raw: str) -> frozenset[str]:
         return frozenset(o.strip() for o in raw.split(",") if o.strip())
@@ -113,6 +129,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 _FIELDS = frozenset(f for f in Settings.__struct_fields__ if f != "kafka_conf")
 _UPPER_CASE = frozenset({"log_level"})
+_EMPTY_MEANS_OFF = frozenset({"kafka_otlp_span_topic", "kafka_otlp_log_topic"})  # elsewhere empty means unset
 
 
 def _kafka_conf(env: Mapping[str, str]) -> dict[str, str]:
@@ -129,7 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     raw: dict[str, object] = {}
     for field in _FIELDS:
         value = env.get(field.upper())
-        if value is None or value.strip() == "":
+        if value is None or (value.strip() == "" and field not in _EMPTY_MEANS_OFF):
             continue
         value = value.strip()
         raw[field] = value.upper() if field in _UPPER_CASE else value.lower() if field == "log_format" else value

@@ -9,17 +9,12 @@ from panopticon.common.settings import Settings
 
 
 def all_topics(settings: Settings) -> list[str]:
-    return [
-        settings.kafka_apm_log_topic,
-        settings.kafka_apm_span_topic,
-        settings.kafka_apm_log_error_topic,
-        settings.kafka_apm_dlq_topic,
-    ]
+    return [*settings.input_topics, settings.kafka_apm_log_error_topic, settings.kafka_apm_dlq_topic]
 
 
 def create_topics(settings: Settings, partitions: int = 4, replication: int = 1,
                   timeout_s: float = 30.0) -> dict[str, str]:
-    """Create the four topics; an existing topic is left as it is. Returns topic -> 'created'|'exists'."""
+    """Create the topics; an existing topic is left as it is. Returns topic -> 'created'|'exists'."""
     admin = AdminClient(admin_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = [t for t in all_topics(settings) if t not in existing]

@@ -66,6 +66,8 @@ def settings_env(stack: LocalStack, unique: str) -> dict[str, str]:
         "KAFKA_APM_SPAN_TOPIC": f"{unique}.spans",
         "KAFKA_APM_LOG_ERROR_TOPIC": f"{unique}.logs.error",
         "KAFKA_APM_DLQ_TOPIC": f"{unique}.dlq",
+        "KAFKA_OTLP_SPAN_TOPIC": f"{unique}.otlp_spans",
+        "KAFKA_OTLP_LOG_TOPIC": f"{unique}.otlp_logs",
         "ENGINE_GROUP_ID": f"{unique}-engine",
         "OPENSEARCH_INDEX_PREFIX": f"{unique}-",
         "ENGINE_METRICS_PORT": "0",

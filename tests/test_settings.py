@@ -14,7 +14,9 @@ from panopticon.common.settings import SettingsError, load_settings
 def test_defaults_match_the_contract() -> None:
     s = load_settings({})
     assert s.kafka_brokers == "localhost:9092"
-    assert s.input_topics == ("apm.logs", "apm.spans")
+    assert s.input_topics == ("apm.logs", "apm.spans", "otlp_spans", "otlp_logs")
+    assert load_settings({"KAFKA_OTLP_SPAN_TOPIC": "", "KAFKA_OTLP_LOG_TOPIC": " "}).input_topics == (
+        "apm.logs", "apm.spans")
     assert (s.kafka_apm_log_error_topic, s.kafka_apm_dlq_topic) == ("apm.logs.error", "apm.dlq")
     assert s.engine_group_id == "panopticon-engine"
     assert s.opensearch_url == "http://localhost:9200" and s.opensearch_verify_certs is True

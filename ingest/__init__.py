@@ -1,0 +1,1 @@
+"""``panopticon ingest``: the OTLP/HTTP receiver (see ingest/README.md)."""
