@@ -86,7 +86,8 @@ class Worker:
             self.consumer.subscribe(list(s.input_topics), on_assign=self.on_assign, on_revoke=self.on_revoke,
                                     on_lost=self.on_lost)
         except KafkaException as exc:
-            raise SettingsError("KAFKA_APM_LOG_TOPIC / KAFKA_APM_SPAN_TOPIC / KAFKA_OTLP_*_TOPIC", f"cannot subscribe to {list(s.input_topics)}: {exc.args[0].str()}") from None
+            raise SettingsError("KAFKA_APM_LOG_TOPIC / KAFKA_APM_SPAN_TOPIC / KAFKA_OTLP_*_TOPIC",
+                                f"cannot subscribe to {list(s.input_topics)}: {exc.args[0].str()}") from None
 
     def handle_term(self, *_: Any) -> None:
         if self.stopping:
