@@ -23,8 +23,12 @@ LOGS, TRACES, METRICS_1M, METRICS_1H = "logs-apm", "traces-apm", "metrics-apm-1m
 _DAY_MS = 86_400_000
 
 _KEYWORD, _DATE = {"type": "keyword"}, {"type": "date"}
+# Label values are keywords. A dotted key ("k8s.pod.name", OpenTelemetry's "exception.type") is expanded into
+# objects by the search cluster: those stay objects (first template), their leaves keywords. A key that is a leaf
+# in one document and a prefix in another ("a" and "a.b") is a mapping conflict: that document is dead-lettered.
 _LABELS_TEMPLATE = [
-    {"labels_as_keyword": {"path_match": "labels.*", "mapping": {"type": "keyword", "ignore_above": 1024}}}
+    {"labels_objects": {"path_match": "labels.*", "match_mapping_type": "object", "mapping": {"type": "object"}}},
+    {"labels_as_keyword": {"path_match": "labels.*", "mapping": {"type": "keyword", "ignore_above": 1024}}},
 ]
 # The fields of common.schema's documents (tests/test_indices.py holds each mapping to its Struct).
 _COMMON = {

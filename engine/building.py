@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from panopticon.common.clock import Clock
 from panopticon.common.indices import METRICS_1M
 from panopticon.common.settings import Settings
-from panopticon.engine.batch import LOG, ROLLUP, SPAN, Batch, TopicPartition
+from panopticon.engine.batch import ROLLUP, SPAN, Batch, TopicPartition
 from panopticon.engine.counters import Counter, CounterSlot
 from panopticon.engine.decode import Decoded, Entry, EventDecoder
 from panopticon.engine.publish import Publisher
@@ -39,7 +39,6 @@ class Builder:
         self.batch: Batch | None = None
         self._hand_over = seal  # the flushing step's submit
         self._clock = clock
-        self._span_topic = settings.kafka_apm_span_topic
         self._max_docs = settings.bulk_batch_size
         self._max_bytes = settings.bulk_batch_bytes
         self._max_age_ms = settings.bulk_flush_interval_ms
@@ -51,7 +50,7 @@ class Builder:
         """Decode records into the open batch, in order; returns how many were taken. Fewer than all: no room
         and no free block. The clock is read and the counters are added once per call."""
         now = self._clock()
-        decode, assigned, span_topic, max_docs = self.decoder.decode, self.assigned, self._span_topic, self._max_docs
+        decode, kind_of, assigned, max_docs = self.decoder.decode, self.decoder.kind_of, self.assigned, self._max_docs
         log_records = span_records = log_events = span_events = dropped_keys = taken = 0
         for message in messages:
             error = message.error()
@@ -73,7 +72,7 @@ class Builder:
                 batch = self._room_for(decoded)
                 if batch is None:
                     break
-            kind = SPAN if topic == span_topic else LOG
+            kind = kind_of(topic)
             events = len(decoded.entries) + len(decoded.rejects)
             dropped_keys += decoded.dropped_keys
             written = self._write(batch, message, kind, decoded)
@@ -81,8 +80,9 @@ class Builder:
                 span_records += 1
                 span_events += events
                 rollups = self.rollups.get((topic, partition))
-                for entry in written:  # entries of the span topic hold spans
-                    rollups.add(offset, entry.event, entry.epoch_ms, kafka_ms)  # type: ignore[arg-type]
+                for entry in written:  # an OTLP request also holds the exception logs of its spans
+                    if entry.kind == SPAN:
+                        rollups.add(offset, entry.event, entry.epoch_ms, kafka_ms)  # type: ignore[arg-type]
                 batch.cover(topic, partition, offset, rollups.watermark)
             else:
                 log_records += 1

@@ -1,7 +1,10 @@
 """Decode step: one Kafka record -> encoded bulk entries and rejects. Pure: no I/O, never raises.
 
-A record is a JSON object or an array of objects. Every element is refined on its own; an invalid
-element is a reject (bound for the dead-letter topic) while its siblings are kept.
+A record of the contract's topics is a JSON object or an array of objects. Every element is refined on its own;
+an invalid element is a reject (bound for the dead-letter topic) while its siblings are kept.
+A record of the OTLP topics is one OTLP export request (protobuf or OTLP/JSON, told apart by its first byte):
+``common.otlp`` turns it into contract events, refined like array elements (many spans per record), then its
+exception logs; what it could not convert is one reject naming every reason.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from panopticon.common import otlp
 from panopticon.common.indices import LOGS, TRACES, IndexNames
 from panopticon.common.normalize import Invalid, LogEvent, Refiner, SpanEvent, StoredLog, StoredSpan, split
 from panopticon.common.schema import ERROR_LEVELS, LogDoc, SpanDoc
@@ -82,7 +86,8 @@ class EventDecoder:
     """Log and span records -> bulk entries and rejects. Built once per worker process: holds the msgspec
     codecs and the refiner's caches."""
 
-    def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int) -> None:
+    def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int, *,
+                 otlp_span_topic: str = "", otlp_log_topic: str = "", default_environment: str = "unknown") -> None:
         self._decode = msgspec.json.Decoder().decode
         # The common case, decoded straight into the stored shape; anything else takes the general path.
         self._stored = {
@@ -92,13 +97,19 @@ class EventDecoder:
         self._encoder = msgspec.json.Encoder()
         self._refiner = Refiner()
         self._names = names
-        self._log_topic = log_topic
         self._span_topic = span_topic
         self._max_bytes = max_bytes
+        self._otlp = {topic: (kind, convert) for topic, kind, convert in (
+            (otlp_span_topic, SPAN, otlp.convert_traces), (otlp_log_topic, LOG, otlp.convert_logs)) if topic}
+        self._default_environment = default_environment
         self._days: tuple[dict[int, tuple[tuple[str, str], bytes]], ...] = ({}, {})  # by kind, then day
 
     def kind_of(self, topic: str) -> int:
-        return SPAN if topic == self._span_topic else LOG
+        """SPAN for the span topics (their partitions carry rollups), LOG for the others."""
+        if topic == self._span_topic:
+            return SPAN
+        found = self._otlp.get(topic)
+        return found[0] if found is not None else LOG
 
     def _index(self, kind: int, epoch_ms: int) -> tuple[tuple[str, str], bytes]:
         """The daily index of a document: its (kind, name) key and the start of its bulk action line."""
@@ -118,6 +129,8 @@ class EventDecoder:
         if len(value) > self._max_bytes:
             return Decoded([], [Reject("too_large", f"{len(value)} bytes > ENGINE_MAX_MESSAGE_BYTES "
                                                     f"({self._max_bytes})")])
+        if topic in self._otlp:
+            return self._otlp_request(topic, partition, offset, value, default_ms, now_ms)
         kind = SPAN if topic == self._span_topic else LOG
         try:
             stored = self._stored[kind](value)
@@ -182,6 +195,24 @@ class EventDecoder:
         else:
             out.rejects.append(Reject("not_an_object",
                                       f"expected a JSON object or array, got {type(parsed).__name__}"))
+        return out
+
+    def _otlp_request(self, topic: str, partition: int, offset: int, value: bytes, default_ms: int,
+                      now_ms: int) -> Decoded:
+        out = Decoded([], [])
+        try:
+            converted = self._otlp[topic][1](value, otlp.sniff(value), self._default_environment)
+        except otlp.Undecodable as exc:
+            out.rejects.append(Reject("not_otlp", str(exc)))
+            return out
+        for i, span in enumerate(converted.spans):
+            self._untyped(out, SPAN, topic, partition, offset, span, i, default_ms, now_ms)
+        first_log = len(converted.spans)  # log ids: (topic, partition, offset, position in the request)
+        for i, event in enumerate(converted.logs):
+            self._untyped(out, LOG, topic, partition, offset, event, first_log + i, default_ms, now_ms)
+        if converted.rejected:
+            out.rejects.append(Reject("otlp_item", f"{converted.rejected} items not converted: "
+                                                   + "; ".join(converted.reasons)))
         return out
 
     def _untyped(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],

@@ -22,6 +22,7 @@ from panopticon.common.clients import consumer_config, opensearch_client, produc
 from panopticon.common.clock import now_ms
 from panopticon.common.indices import IndexCreator, IndexNames
 from panopticon.common.settings import Settings, SettingsError
+from panopticon.engine.batch import SPAN
 from panopticon.engine.batch import TopicPartition as TP
 from panopticon.engine.building import Builder
 from panopticon.engine.bulk import Flusher
@@ -77,7 +78,9 @@ class Worker:
                           counters=self.counters)
         self.committing = Committing(self.consumer, self.rollups, self.counters, self.assigned, now_ms)
         self.flushing = Flushing(flusher, publisher, self.pool, self.counters, self.committing)
-        decoder = EventDecoder(names, s.kafka_apm_log_topic, s.kafka_apm_span_topic, s.engine_max_message_bytes)
+        decoder = EventDecoder(names, s.kafka_apm_log_topic, s.kafka_apm_span_topic, s.engine_max_message_bytes,
+                               otlp_span_topic=s.kafka_otlp_span_topic, otlp_log_topic=s.kafka_otlp_log_topic,
+                               default_environment=s.otlp_default_environment)
         self.building = Builder(s, decoder, self.rollups, self.pool, publisher, self.counters, self.flushing.submit,
                                 self.assigned, now_ms)
         self.lag = None if self.lag_table is None else LagReport(self.consumer, self.lag_table, self.slot,
@@ -192,7 +195,7 @@ class Worker:
         added = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned |= added
         log.info("worker %d assigned %s", self.slot, sorted(added))
-        spans = [tp for tp in partitions if tp.topic == self.settings.kafka_apm_span_topic]
+        spans = [tp for tp in partitions if self.building.decoder.kind_of(tp.topic) == SPAN]
         if spans:
             try:
                 committed = consumer.committed(spans, timeout=30)

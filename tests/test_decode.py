@@ -12,10 +12,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from panopticon.common import normalize as common_normalize
-from panopticon.common.indices import IndexNames
+from panopticon.common.indices import LOGS, IndexNames
 from panopticon.engine import decode as engine_decode
 from panopticon.engine.batch import LOG, SPAN
 from panopticon.engine.decode import Decoded, EventDecoder, log_doc_id, span_doc_id
+from tests import otlp_requests
 
 SAMPLES = Path(__file__).resolve().parent / "samples"  # the ingest contract's samples, kept in the repo
 NOW = 1_795_773_601_000
@@ -248,3 +249,45 @@ def test_decoding_writes_no_module_level_state() -> None:
         for offset, value in enumerate(lines(name)):
             d.decode(topic, 0, offset, value, NOW, NOW)
     assert [module_state(common_normalize), module_state(engine_decode)] == before
+
+
+def otlp_decoder() -> EventDecoder:
+    return EventDecoder(IndexNames("p-"), "apm.logs", "apm.spans", 1 << 20, otlp_span_topic="otlp_spans",
+                        otlp_log_topic="otlp_logs", default_environment="unknown")
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_an_otlp_request_is_many_spans_and_the_exception_logs_of_its_spans(encoding: str) -> None:
+    request = otlp_requests.traces(0, 3)  # 3 traces of 3 spans; trace 0 fails with an exception event
+    value = request.SerializeToString() if encoding == "proto" else otlp_requests.otlp_json(request)
+    d = otlp_decoder()
+    assert d.kind_of("otlp_spans") == SPAN and d.kind_of("otlp_logs") == LOG
+    out = d.decode("otlp_spans", 2, 7, value, NOW, NOW)
+    assert not out.rejects
+    spans = [e for e in out.entries if e.kind == SPAN]
+    (exception,) = [e for e in out.entries if e.kind == LOG]
+    assert len(spans) == 9 and exception.error_log and exception.array_index == 9
+    assert exception.index_kind == LOGS and b'"message":"KeyError: cart 42"' in exception.doc
+    assert {s.event.service_name for s in spans} == {"frontend", "cart"}
+    assert {s.event.environment for s in spans} == {"production"}
+    again = otlp_decoder().decode("otlp_spans", 2, 7, value, NOW, NOW)
+    assert [e.line for e in again.entries] == [e.line for e in out.entries]  # ids and documents are deterministic
+
+
+def test_otlp_logs_and_undecodable_requests() -> None:
+    d = otlp_decoder()
+    out = d.decode("otlp_logs", 0, 1, otlp_requests.logs(0, 4).SerializeToString(), NOW, NOW)
+    assert [e.kind for e in out.entries] == [LOG] * 4 and [e.error_log for e in out.entries] == [0, 1, 0, 1]
+    assert [e.array_index for e in out.entries] == [0, 1, 2, 3]
+    (reject,) = d.decode("otlp_spans", 0, 2, b"\x0a\x05garbage", NOW, NOW).rejects
+    assert reject.reason == "not_otlp" and reject.detail
+    (reject,) = d.decode("otlp_logs", 0, 3, b'{"resourceLogs": 7}', NOW, NOW).rejects
+    assert reject.reason == "not_otlp"
+
+
+@given(st.binary(max_size=512), st.sampled_from(["otlp_spans", "otlp_logs"]))
+@settings(max_examples=300)
+def test_arbitrary_bytes_on_the_otlp_topics_never_escape(value: bytes, topic: str) -> None:
+    out = otlp_decoder().decode(topic, 0, 7, value, NOW, NOW)  # an empty request is valid and holds nothing
+    for reject in out.rejects:
+        assert reject.reason and reject.detail

@@ -58,12 +58,14 @@ def test_index_templates_apply_to_a_daily_index_nobody_created(stack: LocalStack
     names = IndexNames(f"{unique}-")
     install_templates(client, names)
     index = names.daily(TRACES, int(time.time() * 1000))
-    client.index(index=index, id="1", body={"trace_id": "ab" * 16, "duration_ms": 5, "labels": {"team": "x"}},
-                 refresh=True)
+    client.index(index=index, id="1", refresh=True, body={
+        "trace_id": "ab" * 16, "duration_ms": 5, "labels": {"team": "x", "k8s.pod.name": "p-1", "k8s.pod.uid": 7}})
     mapping = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
     assert mapping["trace_id"] == SPAN_MAPPING["properties"]["trace_id"] == {"type": "keyword"}
     assert mapping["duration_ms"]["type"] == "double"  # dynamic mapping would have made it a long
     assert mapping["labels"]["properties"]["team"]["type"] == "keyword"
+    pod = mapping["labels"]["properties"]["k8s"]["properties"]["pod"]["properties"]  # dotted keys: objects, then
+    assert pod["name"]["type"] == pod["uid"]["type"] == "keyword"  # keyword leaves, as the contract's labels
     assert client.indices.get_settings(index=index)[index]["settings"]["index"]["refresh_interval"] == "1s"
     assert names.pattern(LOGS) in client.indices.get_index_template(name=names.base(LOGS))[
         "index_templates"][0]["index_template"]["index_patterns"]
