@@ -11,12 +11,12 @@ for the request's thread) and counted per route, so a route's cost is visible wi
 
 from __future__ import annotations
 
-import os
 from contextvars import ContextVar, Token
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from panopticon.common.serving import exposition
+
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -75,8 +75,4 @@ class ApiMetrics:
             self.search_documents.labels(route).inc(tally.documents)
 
     def exposition(self) -> bytes:
-        if os.environ.get(MULTIPROC_ENV):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        return exposition(self.registry)

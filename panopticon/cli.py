@@ -25,6 +25,11 @@ def _api() -> ModuleType:
     return main
 
 
+def _ingest() -> ModuleType:
+    from panopticon.ingest import main
+    return main
+
+
 def _bridge() -> ModuleType:
     from panopticon.bridge import main
     return main
@@ -58,6 +63,7 @@ def _retention() -> ModuleType:
 COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "engine": (_engine, "run the ingestion engine (supervisor + worker processes)"),
     "api": (_api, "serve the read-only query API with gunicorn"),
+    "ingest": (_ingest, "receive OpenTelemetry traces and logs over OTLP/HTTP and produce them to Kafka"),
     "bridge": (_bridge, "relay the error topic to browsers over WebSocket and Socket.IO"),
     "stack": (_stack, "start, check or stop the local Apache Kafka + OpenSearch (development)"),
     "topics": (_topics, "create the topics (idempotent)"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,11 +23,12 @@ from urllib.parse import urlsplit
 import msgspec
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from panopticon.common.clients import opensearch_client
+from panopticon.common.clients import consumer_config, opensearch_client
 from panopticon.common.rollup import RollupCell
 from panopticon.common.schema import RollupDoc
 from panopticon.common.settings import Settings, load_settings
 from panopticon.common.topics import create_topics
+from panopticon.devtools.stack import free_port
 from panopticon.devtools.traffic import Record, generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,3 +346,52 @@ class SearchProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``panopticon <command>`` (a gunicorn component: api, ingest) on a free 127.0.0.1 port until the block ends;
+    yields its ``host:port`` once /health answers 200."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "panopticon", *command, "--bind", f"127.0.0.1:{port}"],
+                                   env={**os.environ, **env}, cwd=ROOT, stdout=log, stderr=log)
+    address = f"127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    return True
+            finally:
+                connection.close()
+        assert process.poll() is None, log_path.read_text()
+        return False
+
+    try:
+        eventually(healthy, 30, f"panopticon {command[0]} to come up", interval_s=0.2)
+        yield address
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def consume(settings: Settings, topics: list[str], group: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    """Records of ``topics`` from the start, read by a new group, until ``expected`` came (or the time is up)."""
+    consumer = Consumer(consumer_config(settings, group, "test-consume"))
+    consumer.subscribe(topics)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                assert message.error() is None, message.error()
+                out.append(message)
+    finally:
+        consumer.close()
+    return out

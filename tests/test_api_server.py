@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,8 +23,8 @@ from test_api_data import ENDPOINTS, EXTRA_SERVICE, Dataset, index_dataset
 from panopticon.common.clients import opensearch_client
 from panopticon.common.indices import IndexNames
 from panopticon.common.settings import load_settings
-from panopticon.devtools.stack import LocalStack, free_port
-from tests.harness import eventually
+from panopticon.devtools.stack import LocalStack
+from tests.harness import eventually, running_server
 
 pytestmark = pytest.mark.integration
 SERVICE, ENDPOINT = ENDPOINTS[0]  # "GET /api/orders/{id}"
@@ -59,30 +55,8 @@ def server(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @contextlib.contextmanager
 def running_api(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[str]:
     """``panopticon api`` on a free port until the block ends; yields its base URL once /health answers 200."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "panopticon", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--threads", "2"],
-        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),  # noqa: SIM115
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        with contextlib.suppress(OSError):
-            if fetch(f"{base}/health", timeout=2)[0] == 200:
-                return True
-        assert process.poll() is None, log_path.read_text()
-        return False
-
-    try:
-        eventually(healthy, 30, "the API to come up", interval_s=0.2)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_server(["api", "--workers", str(workers), "--threads", "2"], env, log_path) as address:
+        yield f"http://{address}"
 
 
 def as_json(body: bytes) -> Any:
