@@ -2,6 +2,7 @@
 
 The content comes from ``common.traffic.generate`` (pure, seeded); this module only paces, produces,
 reports progress and summarizes. ``produce(settings, records)`` is what tests and benchmarks call.
+With ``--otlp http|kafka`` the same records go out as OpenTelemetry export requests (``loadgen_otlp``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     delivery_errors: int  # failed, or still queued when the final flush timed out
     elapsed_s: float
     interrupted: bool = False
+    rejected: int = 0  # OTLP/HTTP: events the receiver refused (partial_success)
+    mode: str = ""  # "" (contract JSON records), or "OTLP/HTTP" / "OTLP/Kafka" (export requests)
 
     @property
     def rate(self) -> float:
@@ -41,6 +44,10 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
 
     def line(self) -> str:
         stopped = " (interrupted)" if self.interrupted else ""
+        if self.mode:
+            return (f"loadgen: sent {self.produced:,} {self.mode} requests ({self.events:,} spans and logs) in "
+                    f"{self.elapsed_s:.1f}s = {self.rate:,.0f} requests/s; delivered {self.delivered:,}, "
+                    f"delivery errors {self.delivery_errors:,}, rejected spans and logs {self.rejected:,}{stopped}")
         return (f"loadgen: produced {self.produced:,} records ({self.events:,} events, {self.invalid:,} "
                 f"malformed) in {self.elapsed_s:.1f}s = {self.rate:,.0f} records/s; delivered "
                 f"{self.delivered:,}, delivery errors {self.delivery_errors:,}{stopped}")
@@ -184,6 +191,13 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     names = ",".join(s.short for s in SERVICES)
     parser.add_argument("--rate", type=float, default=200.0,
@@ -203,10 +217,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stdout", action="store_true",
                         help="print 'kind<TAB>key<TAB>value' lines instead of producing to Kafka")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    otlp = parser.add_argument_group("OpenTelemetry", "the same traffic as OTLP export requests (protobuf) "
+                                     "instead of the contract's JSON records")
+    otlp.add_argument("--otlp", choices=["http", "kafka"],
+                      help="http: POST to the receiver's /v1/traces and /v1/logs (--otlp-endpoint); kafka: one "
+                           "request per record to KAFKA_OTLP_SPAN_TOPIC / KAFKA_OTLP_LOG_TOPIC, as the "
+                           "Collector's kafka exporter writes them (encoding otlp_proto)")
+    otlp.add_argument("--otlp-endpoint", metavar="URL",
+                      help="OTLP/HTTP base URL (default http://127.0.0.1:$INGEST_PORT, i.e. panopticon ingest)")
+    otlp.add_argument("--otlp-batch", type=_positive, default=200, metavar="N",
+                      help="spans and logs per request (default 200; a batch closes between traces, or after 1 s)")
 
 
 def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    if args.otlp and (args.stdout or args.invalid_ratio):
+        print("panopticon loadgen: --stdout and --invalid-ratio apply to contract JSON only, not to --otlp",
+              file=sys.stderr)
+        return 2
     try:
         records = generate(seed=seed, count=args.count, base_time_ms=args.base_time, services=args.services,
                            invalid_ratio=args.invalid_ratio, batch_ratio=args.batch_ratio,
@@ -217,6 +245,10 @@ def run(args: argparse.Namespace) -> int:
     if args.stdout:
         return _print(records, args.duration)
     settings = load_settings()
+    if args.otlp:
+        from panopticon.devtools import loadgen_otlp  # imports this module: loaded only when used
+
+        return loadgen_otlp.run(args, settings, seed, records)
     print(f"loadgen: seed {seed} -> {settings.kafka_apm_log_topic}, {settings.kafka_apm_span_topic} "
           f"at {settings.kafka_brokers}", file=sys.stderr)
     summary = produce(settings, records, rate=args.rate or None, progress=not args.quiet,

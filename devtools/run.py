@@ -2,11 +2,13 @@
 everything.
 
 Starts the local stack (data in ``.stack/``, kept between runs), creates the topics, then the engine, the query API, the
-error-stream bridge and loadgen at a modest rate, each as its own process, and prints where to look.
+error-stream bridge, the OTLP/HTTP receiver (``panopticon ingest``, once the build has it) and loadgen at a modest
+rate (plus a small share as OTLP through the receiver), each as its own process, and prints where to look.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -15,7 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from panopticon.common.settings import load_settings
+from panopticon.cli import COMMANDS
+from panopticon.common.ports import check_port
+from panopticon.common.settings import Settings, SettingsError, load_settings
 from panopticon.common.topics import create_topics
 from panopticon.devtools.stack import LocalStack, StackError
 from panopticon.devtools.stack_cli import env_port, up
@@ -64,12 +68,19 @@ def main() -> int:
     settings = load_settings(env)
     create_topics(settings, 4)
     rate = os.environ.get("LOADGEN_RATE", "200")
+    otlp_rate = os.environ.get("LOADGEN_OTLP_RATE", "20")
+    receiver = ingest_state(settings)
     components = [
         Component("engine", ["engine"]),
         Component("api", ["api"]),
         Component("bridge", ["bridge"]),
+        *([Component("ingest", ["ingest"])] if receiver == "ready" else []),
         Component("loadgen", ["loadgen", "--rate", rate, "--invalid-ratio", "0.01", "--quiet"]),
     ]
+    if receiver == "ready" and sends(otlp_rate):
+        endpoint = f"http://127.0.0.1:{settings.ingest_port}"
+        components.append(Component("loadgen-otlp", ["loadgen", "--otlp", "http", "--otlp-endpoint", endpoint,
+                                                     "--rate", otlp_rate, "--quiet"]))
     stopping = False
 
     def stop(*_: object) -> None:
@@ -80,8 +91,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     for component in components:
         component.start(env)
-    print_banner(settings.port, settings.error_stream_port, settings.error_stream_ws_path,
-                 settings.engine_metrics_port, rate)
+    print_banner(settings, stack.brokers, rate, receiver, otlp_rate)
     try:
         while not stopping:
             time.sleep(0.5)
@@ -99,20 +109,68 @@ def main() -> int:
     return 0
 
 
-def print_banner(api_port: int, bridge_port: int, ws_path: str, metrics_port: int, rate: str) -> None:
+def print_banner(settings: Settings, brokers: str, rate: str, receiver: str, otlp_rate: str) -> None:
+    api, bridge, ws = settings.port, settings.error_stream_port, settings.error_stream_ws_path
     print(f"""
 Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
 
-  Query API        http://127.0.0.1:{api_port}/query/services
-                   curl -s 'http://127.0.0.1:{api_port}/query/services' | python -m json.tool
-                   curl -s 'http://127.0.0.1:{api_port}/query/logs?level=ERROR&size=5' | python -m json.tool
-  OpenAPI          http://127.0.0.1:{api_port}/openapi.json
-  Live errors      ws://127.0.0.1:{bridge_port}{ws_path}
-                   .venv/bin/python -m panopticon.bridge.watch --url ws://127.0.0.1:{bridge_port}{ws_path}
-  Engine metrics   http://127.0.0.1:{metrics_port}/metrics
-
+  Query API        http://127.0.0.1:{api}/query/services
+                   curl -s 'http://127.0.0.1:{api}/query/services' | python -m json.tool
+                   curl -s 'http://127.0.0.1:{api}/query/logs?level=ERROR&size=5' | python -m json.tool
+  OpenAPI          http://127.0.0.1:{api}/openapi.json
+  Live errors      ws://127.0.0.1:{bridge}{ws}
+                   .venv/bin/python -m panopticon.bridge.watch --url ws://127.0.0.1:{bridge}{ws}
+  Engine metrics   http://127.0.0.1:{settings.engine_metrics_port}/metrics
+{otlp_lines(settings, brokers, receiver, otlp_rate)}
 Ctrl-C stops everything.
 """, flush=True)
+
+
+def otlp_lines(settings: Settings, brokers: str, receiver: str, otlp_rate: str) -> str:
+    """How to send OpenTelemetry data: to the receiver (OTLP/HTTP), or through a Collector's kafka exporter."""
+    endpoint = f"http://127.0.0.1:{settings.ingest_port}"
+    if receiver != "ready":
+        http = f"  OTLP/HTTP        panopticon ingest {receiver}"
+    else:
+        share = (f"\n                   loadgen also sends {otlp_rate} records/s through it as OTLP "
+                 f"(--otlp http; log: loadgen-otlp.log)" if sends(otlp_rate) else "")
+        http = f"""  OTLP/HTTP        {endpoint}/v1/traces and /v1/logs (panopticon ingest){share}
+                   an application's OpenTelemetry SDK sends there with
+                   OTEL_EXPORTER_OTLP_ENDPOINT={endpoint} OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"""
+    spans, logs = settings.kafka_otlp_span_topic, settings.kafka_otlp_log_topic
+    if not (spans and logs):
+        return http + "\n"
+    return f"""{http}
+  OTLP via Kafka   the engine reads {spans} and {logs}; an OpenTelemetry Collector (>= 0.124) writes them with
+                   exporters:
+                     kafka:
+                       brokers: [{", ".join(brokers.split(","))}]
+                       traces: {{topic: {spans}, encoding: otlp_proto}}
+                       logs: {{topic: {logs}, encoding: otlp_proto}}
+"""
+
+
+def sends(rate: str) -> bool:
+    """LOADGEN_OTLP_RATE: 0 (or not a number) turns the OTLP share off."""
+    try:
+        return float(rate) > 0
+    except ValueError:
+        return False
+
+
+def ingest_available() -> bool:
+    return "ingest" in COMMANDS and importlib.util.find_spec("panopticon.ingest.main") is not None
+
+
+def ingest_state(settings: Settings) -> str:
+    """"ready" when ``panopticon ingest`` exists and INGEST_PORT is free; otherwise why it is not started."""
+    if not ingest_available():
+        return "not in this build yet (no ingest/main.py)"
+    try:
+        check_port("0.0.0.0", settings.ingest_port, "INGEST_PORT")
+    except SettingsError as exc:
+        return f"not started: {exc}"
+    return "ready"
 
 
 if __name__ == "__main__":

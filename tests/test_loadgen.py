@@ -11,9 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from confluent_kafka import Consumer
 
-from panopticon.common.clients import consumer_config
 from panopticon.common.normalize import Invalid, Refiner, normalize_environment
 from panopticon.common.settings import Settings
 from panopticon.common.topics import create_topics
@@ -21,6 +19,7 @@ from panopticon.devtools import loadgen, sample
 from panopticon.devtools.traffic import SERVICES, Record, generate, select_services
 from panopticon.devtools.traffic.generator import FAILURES, HANDLED_ERRORS, UNHANDLED, WARNINGS
 from panopticon.devtools.traffic.wire import catalog_strings, is_plain
+from tests.harness import consume
 
 BASE_MS = 1_795_773_600_000  # 2026-11-27T06:40:00Z
 NOW_MS = BASE_MS + 60_000
@@ -263,21 +262,6 @@ def test_sample_events_are_valid() -> None:
             assert (doc.http_status_code >= 500) is error
 
 
-def consume_all(settings: Settings, group: str, expected: int, timeout_s: float = 20.0) -> list[Any]:
-    consumer = Consumer(consumer_config(settings, group, "test-loadgen"))
-    consumer.subscribe(list(settings.input_topics))
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                assert message.error() is None, message.error()
-                out.append(message)
-    finally:
-        consumer.close()
-    return out
-
-
 @pytest.mark.integration
 def test_produce_delivers_every_record_keyed_by_trace(settings: Settings, unique: str) -> None:
     create_topics(settings, 4)
@@ -288,7 +272,7 @@ def test_produce_delivers_every_record_keyed_by_trace(settings: Settings, unique
     assert summary.events == sum(r.n_events for r in recs) and summary.invalid == sum(
         not r.is_valid for r in recs)
 
-    messages = consume_all(settings, f"{unique}-check", len(recs))
+    messages = consume(settings, list(settings.input_topics), f"{unique}-check", len(recs), timeout_s=20)
     topic = {"log": settings.kafka_apm_log_topic, "span": settings.kafka_apm_span_topic}
     assert Counter((m.topic(), m.key(), m.value()) for m in messages) == Counter(
         (topic[r.kind], r.key, r.value) for r in recs)
@@ -319,7 +303,8 @@ def test_cli_paces_and_summarizes(settings_env: dict[str, str], settings: Settin
     assert sample.run(parser.parse_args(["log", "--error"])) == 0
     printed = capsys.readouterr()
     assert '"level": "ERROR"' in printed.out and "delivered to" in printed.err
-    assert len(consume_all(settings, f"{settings.kafka_apm_log_topic}-cli", 301)) == 301
+    group = f"{settings.kafka_apm_log_topic}-cli"
+    assert len(consume(settings, list(settings.input_topics), group, 301, timeout_s=20)) == 301
 
 
 def test_generation_speed() -> None:
