@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("soak")
     with tempfile.TemporaryDirectory(prefix="panopticon-soak-", ignore_cleanup_errors=True) as data_dir:
         ports = {name: str(free_port()) for name in ("PANOPTICON_KAFKA_PORT", "PANOPTICON_SEARCH_PORT", "PORT",
-                                                      "ERROR_STREAM_PORT", "ENGINE_METRICS_PORT")}
+                                                      "ERROR_STREAM_PORT", "ENGINE_METRICS_PORT", "INGEST_PORT")}
         env = {**os.environ, **ports, "PANOPTICON_STACK_DIR": data_dir, "LOADGEN_RATE": str(args.rate)}
         run = subprocess.Popen([sys.executable, "-m", "panopticon.devtools.run"], cwd=ROOT, env=env,
                                stdout=open(Path(data_dir) / "run.out", "wb"),  # noqa: SIM115 - owned by the child

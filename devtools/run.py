@@ -8,7 +8,6 @@ rate (plus a small share as OTLP through the receiver), each as its own process,
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -17,9 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from panopticon.cli import COMMANDS
-from panopticon.common.ports import check_port
-from panopticon.common.settings import Settings, SettingsError, load_settings
+from panopticon.common.settings import Settings, load_settings
 from panopticon.common.topics import create_topics
 from panopticon.devtools.stack import LocalStack, StackError
 from panopticon.devtools.stack_cli import env_port, up
@@ -69,15 +66,14 @@ def main() -> int:
     create_topics(settings, 4)
     rate = os.environ.get("LOADGEN_RATE", "200")
     otlp_rate = os.environ.get("LOADGEN_OTLP_RATE", "20")
-    receiver = ingest_state(settings)
     components = [
         Component("engine", ["engine"]),
         Component("api", ["api"]),
         Component("bridge", ["bridge"]),
-        *([Component("ingest", ["ingest"])] if receiver == "ready" else []),
+        Component("ingest", ["ingest"]),
         Component("loadgen", ["loadgen", "--rate", rate, "--invalid-ratio", "0.01", "--quiet"]),
     ]
-    if receiver == "ready" and sends(otlp_rate):
+    if sends(otlp_rate):
         endpoint = f"http://127.0.0.1:{settings.ingest_port}"
         components.append(Component("loadgen-otlp", ["loadgen", "--otlp", "http", "--otlp-endpoint", endpoint,
                                                      "--rate", otlp_rate, "--quiet"]))
@@ -91,7 +87,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     for component in components:
         component.start(env)
-    print_banner(settings, stack.brokers, rate, receiver, otlp_rate)
+    print_banner(settings, stack.brokers, rate, otlp_rate)
     try:
         while not stopping:
             time.sleep(0.5)
@@ -109,7 +105,7 @@ def main() -> int:
     return 0
 
 
-def print_banner(settings: Settings, brokers: str, rate: str, receiver: str, otlp_rate: str) -> None:
+def print_banner(settings: Settings, brokers: str, rate: str, otlp_rate: str) -> None:
     api, bridge, ws = settings.port, settings.error_stream_port, settings.error_stream_ws_path
     print(f"""
 Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
@@ -121,20 +117,17 @@ Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
   Live errors      ws://127.0.0.1:{bridge}{ws}
                    .venv/bin/python -m panopticon.bridge.watch --url ws://127.0.0.1:{bridge}{ws}
   Engine metrics   http://127.0.0.1:{settings.engine_metrics_port}/metrics
-{otlp_lines(settings, brokers, receiver, otlp_rate)}
+{otlp_lines(settings, brokers, otlp_rate)}
 Ctrl-C stops everything.
 """, flush=True)
 
 
-def otlp_lines(settings: Settings, brokers: str, receiver: str, otlp_rate: str) -> str:
+def otlp_lines(settings: Settings, brokers: str, otlp_rate: str) -> str:
     """How to send OpenTelemetry data: to the receiver (OTLP/HTTP), or through a Collector's kafka exporter."""
     endpoint = f"http://127.0.0.1:{settings.ingest_port}"
-    if receiver != "ready":
-        http = f"  OTLP/HTTP        panopticon ingest {receiver}"
-    else:
-        share = (f"\n                   loadgen also sends {otlp_rate} records/s through it as OTLP "
-                 f"(--otlp http; log: loadgen-otlp.log)" if sends(otlp_rate) else "")
-        http = f"""  OTLP/HTTP        {endpoint}/v1/traces and /v1/logs (panopticon ingest){share}
+    share = (f"\n                   loadgen also sends {otlp_rate} records/s through it as OTLP "
+             f"(--otlp http; log: loadgen-otlp.log)" if sends(otlp_rate) else "")
+    http = f"""  OTLP/HTTP        {endpoint}/v1/traces and /v1/logs (panopticon ingest){share}
                    an application's OpenTelemetry SDK sends there with
                    OTEL_EXPORTER_OTLP_ENDPOINT={endpoint} OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"""
     spans, logs = settings.kafka_otlp_span_topic, settings.kafka_otlp_log_topic
@@ -156,21 +149,6 @@ def sends(rate: str) -> bool:
         return float(rate) > 0
     except ValueError:
         return False
-
-
-def ingest_available() -> bool:
-    return "ingest" in COMMANDS and importlib.util.find_spec("panopticon.ingest.main") is not None
-
-
-def ingest_state(settings: Settings) -> str:
-    """"ready" when ``panopticon ingest`` exists and INGEST_PORT is free; otherwise why it is not started."""
-    if not ingest_available():
-        return "not in this build yet (no ingest/main.py)"
-    try:
-        check_port("0.0.0.0", settings.ingest_port, "INGEST_PORT")
-    except SettingsError as exc:
-        return f"not started: {exc}"
-    return "ready"
 
 
 if __name__ == "__main__":

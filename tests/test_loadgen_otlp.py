@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -435,27 +434,14 @@ def test_kafka_mode_needs_both_otlp_topics() -> None:
 
 def test_make_run_prints_how_to_send_otlp() -> None:
     settings = load_settings({"INGEST_PORT": "4999", "KAFKA_OTLP_SPAN_TOPIC": "s1", "KAFKA_OTLP_LOG_TOPIC": "l1"})
-    text = run.otlp_lines(settings, "127.0.0.1:9092,127.0.0.1:9093", "ready", "20")
+    text = run.otlp_lines(settings, "127.0.0.1:9092,127.0.0.1:9093", "20")
     assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4999 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf" in text
     assert "20 records/s" in text and "--otlp http" in text
     assert "brokers: [127.0.0.1:9092, 127.0.0.1:9093]" in text
     assert "traces: {topic: s1, encoding: otlp_proto}" in text and "logs: {topic: l1, encoding: otlp_proto}" in text
-    off = run.otlp_lines(settings, "b:1", "not started: INGEST_PORT: port 4999 is already in use", "20")
-    assert "OTEL_EXPORTER" not in off and "already in use" in off and "records/s" not in off
-    assert "records/s" not in run.otlp_lines(settings, "b:1", "ready", "0")
+    assert "records/s" not in run.otlp_lines(settings, "b:1", "0")
 
 
-def test_make_run_starts_ingest_only_on_a_free_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run, "ingest_available", lambda: True)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        state = run.ingest_state(load_settings({"INGEST_PORT": str(port)}))
-    assert state.startswith("not started") and f"INGEST_PORT: port {port} is already in use" in state
-    assert run.ingest_state(load_settings({"INGEST_PORT": str(free_port())})) == "ready"
-    monkeypatch.setattr(run, "ingest_available", lambda: False)
-    assert "ingest/main.py" in run.ingest_state(load_settings({"INGEST_PORT": str(free_port())}))
 
 
 # ---------------------------------------------------------------- Kafka mode on the real local stack
