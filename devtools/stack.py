@@ -306,6 +306,19 @@ class LocalStack:
             time.sleep(0.2)
         raise StackError(f"{name} did not answer within {timeout_s:.0f}s (see {self._dir / log})")
 
+    def stop_kafka(self) -> None:
+        """Stop the Kafka broker (data kept): an outage, for the tests."""
+        stop_group(self.kafka_pid)
+        self.kafka_pid = 0
+        self._save()
+
+    def start_kafka(self, timeout_s: float = 120.0) -> None:
+        """Start the broker again after ``stop_kafka`` (same data dir and ports, so clients reconnect) and wait
+        until it answers."""
+        self._start_kafka(java_command(), libraries("kafka"))
+        self._save()
+        self._wait(lambda: kafka_answers(self.kafka_port), self.kafka_pid, "Kafka", "kafka.log", timeout_s)
+
     def stop_search(self) -> None:
         """Stop the OpenSearch node (data kept): an outage, for the tests."""
         stop_group(self.search_pid)
