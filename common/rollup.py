@@ -28,6 +28,7 @@ TIER_1M, TIER_1H = "1m", "1h"
 TIER_MS = {TIER_1M: 60_000, TIER_1H: 3_600_000}
 TIER_KIND = {TIER_1M: METRICS_1M, TIER_1H: METRICS_1H}
 SCOPE_ENDPOINT, SCOPE_SERVICE = "endpoint", "service"
+SCOPE_EDGE = "edge"  # service map: service_name calls endpoint (a service, a virtual node, or "" when unknown)
 # A 1-hour document saying "this hour was compacted from its 1-minute documents" (see engine.compactor).
 SCOPE_HOUR_MARKER = "hour-compacted"
 CellKey = tuple[str, str, str, str]  # (scope, service, environment, endpoint): a plain tuple, built per span

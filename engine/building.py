@@ -102,6 +102,10 @@ class Builder:
         if now - self._last_rollup >= self._rollup_every_ms:
             self._last_rollup = now
             self.write_rollups()
+            rollups, counters = self.rollups, self.counters
+            counters.set(Counter.calls_waiting, rollups.waiting())
+            counters.set(Counter.calls_unpaired, rollups.tally.unpaired)
+            counters.set(Counter.calls_evicted, rollups.tally.evicted)
         batch = self.batch
         if batch is not None and (batch.size >= self._max_bytes or batch.count >= self._max_docs
                                   or now - batch.opened_ms >= self._max_age_ms):

@@ -42,11 +42,16 @@ class Counter(IntEnum):
     stored_events_logs = 22
     stored_events_spans = 23
     retry_streaks = 24  # requests still failing after BULK_RETRY_STREAK_S (written by the flusher threads)
-    latency_bucket_0 = 25  # .. latency_bucket_0 + len(LATENCY_BOUNDS): histogram counts
+    calls_waiting = 25  # gauge: halves of calls waiting for their other half (service map)
+    calls_unpaired = 26  # clients given up with no callee named (this process's total)
+    calls_evicted = 27  # halves let go early, beyond SERVICE_MAP_WAITING_MAX (this process's total)
+    latency_bucket_0 = 28  # .. latency_bucket_0 + len(LATENCY_BOUNDS): histogram counts
 
 
 SLOTS = Counter.latency_bucket_0 + len(LATENCY_BOUNDS) + 1
-GAUGES = frozenset({Counter.heartbeat_ms, Counter.blocks_in_use, Counter.inflight_bytes, Counter.paused})
+GAUGES = frozenset({Counter.heartbeat_ms, Counter.blocks_in_use, Counter.inflight_bytes, Counter.paused,
+                    Counter.calls_waiting})
+SUMMED_GAUGES = frozenset({Counter.blocks_in_use, Counter.inflight_bytes, Counter.calls_waiting})
 
 
 class CounterSlot:
@@ -99,7 +104,7 @@ class CounterTable:
         total = [0] * SLOTS
         for slot in self.slots:
             for i, value in enumerate(slot.snapshot()):
-                if i not in GAUGES or i == Counter.inflight_bytes or i == Counter.blocks_in_use:
+                if i not in GAUGES or i in SUMMED_GAUGES:
                     total[i] += value
         return total
 

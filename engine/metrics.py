@@ -54,6 +54,10 @@ class EngineCollector(Collector):
             ("batch_docs", Counter.batch_docs, "Documents in flushed batches (divide by bulk_requests for the fill)"),
             ("dropped_keys", Counter.dropped_keys, "Unknown non-scalar top-level keys dropped by normalization"),
             ("rollup_docs", Counter.rollup_docs, "Rollup documents written"),
+            ("calls_unpaired", Counter.calls_unpaired,
+             "Client spans whose server never came and whose labels name no callee (service map)"),
+            ("calls_evicted", Counter.calls_evicted,
+             "Halves of calls let go before SERVICE_MAP_WAIT_MS because SERVICE_MAP_WAITING_MAX were waiting"),
         ):
             yield CounterMetricFamily(P + name, text, value=totals[counter])
 
@@ -67,6 +71,8 @@ class EngineCollector(Collector):
         latency.add_metric([], buckets, sum_value=totals[Counter.bulk_latency_us] / 1e6)
         yield latency
 
+        yield GaugeMetricFamily(P + "calls_waiting", "Halves of calls waiting for their other half (service map)",
+                                value=totals[Counter.calls_waiting])
         yield GaugeMetricFamily(P + "inflight_bytes", "Bytes sealed and not yet stored",
                                 value=totals[Counter.inflight_bytes])
         blocks = GaugeMetricFamily(P + "shm_blocks", "Shared-memory bulk blocks", labels=["state"])

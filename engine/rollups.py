@@ -19,15 +19,67 @@ writes stored before the commit; later records then start new instances.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from panopticon.common.indices import METRICS_1M, IndexNames
-from panopticon.common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, CellKey, RollupCell, RollupKey
-from panopticon.common.schema import SpanDoc
+from panopticon.common.rollup import (
+    SCOPE_EDGE,
+    SCOPE_ENDPOINT,
+    SCOPE_SERVICE,
+    TIER_1M,
+    CellKey,
+    RollupCell,
+    RollupKey,
+)
+from panopticon.common.schema import LabelValue, SpanDoc
 
 MINUTE_MS = 60_000
 FUTURE_CAP_MS = 60_000  # an event time counts for the watermark at most this far past its Kafka timestamp
+CALLERS, CALLEES = frozenset({"CLIENT", "PRODUCER"}), frozenset({"SERVER", "CONSUMER"})
+USER = "user"  # the virtual caller of a root SERVER or CONSUMER span
+
+
+@dataclass(slots=True)
+class Half:
+    """One side of a call, waiting for the other (a CLIENT for its SERVER child, or the reverse)."""
+
+    offset: int
+    watermark: int  # the partition's watermark before its record
+    event_ms: int
+    service: str
+    environment: str
+    duration_ms: float
+    error: bool
+    peer: str = ""  # a client's callee as its labels name it: a virtual node ("" when they name none)
+
+
+@dataclass(slots=True)
+class CallTally:
+    """This process's service-map troubles, over every partition it owned."""
+
+    unpaired: int = 0  # clients that waited out SERVICE_MAP_WAIT_MS with no callee named
+    evicted: int = 0  # halves let go early: more than SERVICE_MAP_WAITING_MAX waited
+
+
+def peer_of(labels: Mapping[str, LabelValue]) -> str:
+    """The callee a CLIENT span's labels name when no instrumented SERVER answers it: ``peer.service``, else the
+    database (``db.system``/``db.name``), else the host (``server.address``, ``net.peer.name``, ``http.host``)."""
+    if not labels:
+        return ""
+    peer = labels.get("peer.service")
+    if peer:
+        return str(peer)
+    system = labels.get("db.system")
+    if system:
+        name = labels.get("db.name")
+        return f"{system}/{name}" if name else str(system)
+    for key in ("server.address", "net.peer.name", "http.host"):
+        host = labels.get(key)
+        if host:
+            return str(host)
+    return ""
 
 
 @dataclass(eq=False)
@@ -43,6 +95,22 @@ class Window:
     written: int | None = 0  # count at the last write; None: write it again (its last write found no room)
     release_seq: int = 0  # the batch that carries its final write; 0 while it may still change
     stored: bool = False  # its final write is stored
+    hold_offset: int = -1  # the earliest record it depends on (a call's other half may precede first_offset)
+    hold_watermark: int = 0  # the watermark before that record
+
+    def __post_init__(self) -> None:
+        self.hold_offset, self.hold_watermark = self.first_offset, self.watermark_at_open
+
+    def add_call(self, caller: str, environment: str, callee: str, duration_ms: float, is_error: bool,
+                 first: Half) -> None:
+        key = (SCOPE_EDGE, caller, environment, callee)
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = RollupCell()
+        cell.add(duration_ms, is_error)
+        self.count += 1
+        if first.offset < self.hold_offset:
+            self.hold_offset, self.hold_watermark = first.offset, first.watermark
 
     def add(self, service: str, environment: str, endpoint: str, duration_ms: float, is_error: bool) -> None:
         cells = self.cells
@@ -58,23 +126,85 @@ class Window:
 class PartitionRollups:
     name: str  # "apm.spans:3"
     grace_ms: int
+    call_wait_ms: int = 60_000
+    waiting_max: int = 100_000
     watermark: int = 0
     on_time: dict[int, Window] = field(default_factory=dict)
     late: dict[int, Window] = field(default_factory=dict)
     closing: list[Window] = field(default_factory=list)
+    clients: OrderedDict[str, Half] = field(default_factory=OrderedDict)  # by span_id, in offset order
+    servers: OrderedDict[str, Half] = field(default_factory=OrderedDict)  # by parent_span_id, in offset order
+    tally: CallTally = field(default_factory=CallTally)
 
     def horizon(self) -> int:
         """Minutes at or before this are closed for on-time records."""
         return self.watermark - self.grace_ms - MINUTE_MS
 
     def add(self, offset: int, doc: SpanDoc, event_ms: int, kafka_ms: int) -> None:
-        if doc.kind == "SERVER":
+        if self.clients or self.servers:
+            self._expire(offset)
+        kind = doc.kind
+        if kind == "SERVER":
             window = self._window(offset, event_ms)
             window.add(doc.service_name, doc.environment, doc.name, doc.duration_ms, doc.status == "ERROR")
             window.last_offset = offset
+        if kind in CALLEES:
+            half = Half(offset, self.watermark, event_ms, doc.service_name, doc.environment, doc.duration_ms,
+                        doc.status == "ERROR")
+            parent = doc.parent_span_id
+            if not parent:
+                self._call(offset, USER, half.environment, half.service, half, half)
+            else:
+                client = self.clients.pop(parent, None)
+                if client is None:
+                    self._wait(self.servers, parent, half, offset)
+                else:
+                    self._call(offset, client.service, client.environment, half.service, client, half)
+        elif kind in CALLERS:
+            half = Half(offset, self.watermark, event_ms, doc.service_name, doc.environment, doc.duration_ms,
+                        doc.status == "ERROR", peer_of(doc.labels))
+            server = self.servers.pop(doc.span_id, None)
+            if server is None:
+                self._wait(self.clients, doc.span_id, half, offset)
+            else:
+                self._call(offset, half.service, half.environment, server.service, half, server)
         capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # the watermark moves
         if capped > self.watermark:
             self.watermark = capped
+
+    def _call(self, offset: int, caller: str, environment: str, callee: str, client: Half, server: Half) -> None:
+        """One call, counted in the client's minute with the client's duration (the server's when the caller is
+        the virtual ``user``); an error on either side makes it an error."""
+        window = self._window(offset, client.event_ms)
+        first = client if client.offset <= server.offset else server
+        window.add_call(caller, environment, callee, client.duration_ms, client.error or server.error, first)
+        window.last_offset = offset
+
+    def _wait(self, store: OrderedDict[str, Half], key: str, half: Half, offset: int) -> None:
+        store[key] = half
+        if len(store) > self.waiting_max:
+            self.tally.evicted += 1
+            self._give_up(store, store.popitem(last=False)[1], offset)
+
+    def _expire(self, offset: int) -> None:
+        """Halves whose other half did not come within SERVICE_MAP_WAIT_MS of event time (by the watermark before
+        this record, so that a replay expires them at the same record)."""
+        deadline = self.watermark - self.call_wait_ms
+        for store in (self.clients, self.servers):
+            while store:
+                half = next(iter(store.values()))
+                if half.event_ms > deadline:
+                    break
+                store.popitem(last=False)
+                self._give_up(store, half, offset)
+
+    def _give_up(self, store: OrderedDict[str, Half], half: Half, offset: int) -> None:
+        """A client without its server is a call to the node its labels name, or unpaired (callee ""); a server
+        without its client (its parent was not a CLIENT span, or came too late) is no call."""
+        if store is self.clients:
+            if not half.peer:
+                self.tally.unpaired += 1
+            self._call(offset, half.service, half.environment, half.peer, half, half)
 
     def _window(self, offset: int, event_ms: int) -> Window:
         minute = event_ms - event_ms % MINUTE_MS
@@ -108,15 +238,22 @@ class PartitionRollups:
         No window may straddle the commit: one that is open, or whose final write is not stored, must
         lie wholly after it; a stored one wholly before or wholly after it. Then a replay from the commit
         rebuilds exactly the windows that lie after it.
+        A half of a call still waiting holds the commit at its record, and a window holds it at the earliest
+        record of its calls (``hold_offset``): a replay must see both halves of every call it counts.
         """
         position, watermark = safe, safe_watermark
         windows = self.windows()
         moved = True
         while moved:
             moved = False
+            for store in (self.clients, self.servers):
+                if store:
+                    half = next(iter(store.values()))  # the earliest: halves wait in offset order
+                    if half.offset < position:
+                        position, watermark, moved = half.offset, half.watermark, True
             for w in windows:
-                if w.first_offset < position and (not w.stored or position <= w.last_offset):
-                    position, watermark, moved = w.first_offset, w.watermark_at_open, True
+                if w.hold_offset < position and (not w.stored or position <= w.last_offset):
+                    position, watermark, moved = w.hold_offset, w.hold_watermark, True
         self.closing = [w for w in self.closing if not (w.stored and w.last_offset < position)]
         return position, watermark
 
@@ -144,24 +281,35 @@ class RollupWrite:
 class RollupStage:
     """All partitions of the span topic that this worker owns."""
 
-    def __init__(self, names: IndexNames, grace_ms: int, encode: Callable[[object], bytes]) -> None:
+    def __init__(self, names: IndexNames, grace_ms: int, encode: Callable[[object], bytes],
+                 call_wait_ms: int = 60_000, waiting_max: int = 100_000) -> None:
         self.names = names
         self.grace_ms = grace_ms
+        self.call_wait_ms = call_wait_ms
+        self.waiting_max = waiting_max
+        self.tally = CallTally()
         self.partitions: dict[tuple[str, int], PartitionRollups] = {}
         self._encode = encode
 
     def assign(self, topic: str, partition: int, metadata: str | None) -> None:
-        state = PartitionRollups(f"{topic}:{partition}", self.grace_ms)
+        state = self._new(f"{topic}:{partition}")
         state.watermark = parse_metadata(metadata)
         self.partitions[(topic, partition)] = state
+
+    def _new(self, name: str) -> PartitionRollups:
+        return PartitionRollups(name, self.grace_ms, self.call_wait_ms, self.waiting_max, tally=self.tally)
 
     def forget(self, tp: tuple[str, int]) -> None:
         self.partitions.pop(tp, None)
 
+    def waiting(self) -> int:
+        """Halves of calls waiting for their other half, in every partition."""
+        return sum(len(p.clients) + len(p.servers) for p in self.partitions.values())
+
     def get(self, tp: tuple[str, int]) -> PartitionRollups:
         state = self.partitions.get(tp)
         if state is None:
-            state = self.partitions[tp] = PartitionRollups(f"{tp[0]}:{tp[1]}", self.grace_ms)
+            state = self.partitions[tp] = self._new(f"{tp[0]}:{tp[1]}")
         return state
 
     def position(self, tp: tuple[str, int], safe: int, safe_watermark: int | None) -> tuple[int, str | None]:

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from panopticon.common.clock import format_timestamp
 from panopticon.common.indices import IndexNames
-from panopticon.common.rollup import SCOPE_ENDPOINT
+from panopticon.common.rollup import SCOPE_EDGE, SCOPE_ENDPOINT
+from panopticon.common.schema import SpanDoc
 from panopticon.common.settings import Settings
 from panopticon.engine.batch import Batch
 from panopticon.engine.building import Builder
@@ -45,8 +46,12 @@ POOLS = itertools.count()
 record = st.tuples(
     st.integers(-6 * 3_600_000, 120_000),  # event time relative to the stream clock: up to 6 h late
     st.sampled_from(["a", "b"]), st.sampled_from(["GET /x", "POST /y"]),
-    st.sampled_from(["SERVER", "SERVER", "CLIENT"]), st.booleans(),
+    st.sampled_from(["SERVER", "SERVER", "CLIENT", "CLIENT", "PRODUCER", "CONSUMER", "INTERNAL"]), st.booleans(),
+    st.integers(-1, 130),  # the record whose span is the parent (-1: a root); the parent may come later
+    st.sampled_from(["", "", "redis"]),  # a client's db.system: a call to a virtual node when no server answers
 )
+FLUSH = (0, "a", "GET /x", "INTERNAL", False, -1, "")  # twice last, 10 minutes on: the first moves the watermark,
+# every half still waiting gives up at the second
 
 
 class SearchCluster:
@@ -74,6 +79,14 @@ class SearchCluster:
 
     def close(self) -> None:
         pass
+
+    def calls(self) -> Counter[tuple[str, str]]:
+        """Service-map edges: (caller, callee) -> calls."""
+        out: Counter[tuple[str, str]] = Counter()
+        for _, doc in self.docs.values():
+            if doc.get("scope") == SCOPE_EDGE:
+                out[(doc["service_name"], doc["endpoint"])] += doc["request_count"]
+        return +out
 
     def rollup_counts(self) -> Counter[tuple[str, str]]:
         out: Counter[tuple[str, str]] = Counter()
@@ -134,7 +147,8 @@ class Owner:
         counters = CounterSlot(memoryview(bytearray(SLOTS * 8)).cast("q"))
         names = IndexNames()
         self.assigned = {TP}
-        self.rollups = RollupStage(names, self.settings.rollup_grace_ms, msgspec.json.Encoder().encode)
+        self.rollups = RollupStage(names, self.settings.rollup_grace_ms, msgspec.json.Encoder().encode,
+                                   self.settings.service_map_wait_ms, self.settings.service_map_waiting_max)
         self.rollups.assign(*TP, self.commits.offsets.get(TP, (0, ""))[1])
         now = lambda: self.clock[0]  # noqa: E731
         publisher = Publisher(self.produced, "dlq", "errors", counters)  # type: ignore[arg-type]
@@ -188,21 +202,37 @@ def blocks(size: int, count: int) -> Iterator[BlockPool]:
 
 
 def message(records: list[tuple[Any, ...]], offset: int) -> Message:
-    rel, service, endpoint, kind, error = records[offset]
-    kafka_ms = T0 + offset * 1000  # the Kafka timestamp advances a second per record
+    rel, service, endpoint, kind, error, parent, peer = records[offset]
+    kafka_ms = T0 + offset * 1000 + (600_000 if records[offset] is FLUSH else 0)  # a second per record
     span = {"timestamp": format_timestamp(kafka_ms + rel), "service_name": service, "environment": "production",
-            "trace_id": f"t{offset}", "span_id": f"s{offset}", "name": endpoint, "kind": kind, "duration_ms": 12.5,
-            "status": "ERROR" if error else "OK"}
+            "trace_id": "t", "span_id": f"s{offset}", "name": endpoint, "kind": kind, "duration_ms": 12.5,
+            "status": "ERROR" if error else "OK", "labels": {"db.system": peer} if peer else {}}
+    if parent >= 0:
+        span["parent_span_id"] = f"s{parent}"
     return Message(topic=TOPIC, partition=0, offset=offset, value=msgspec.json.encode(span), key=None,
                    timestamp=(1, kafka_ms))
+
+
+def run_through(records: list[tuple[Any, ...]], config: Settings) -> SearchCluster:
+    """One owner, no crash: what the stream's documents are."""
+    cluster = SearchCluster()
+    with blocks(16 * 1024, 2) as pool:
+        owner = Owner(cluster, CommitLog(), config, pool)
+        owner.take(records, 0, len(records))
+        owner.drain()
+    return cluster
 
 
 @given(st.lists(record, min_size=1, max_size=120), st.data())
 @settings(max_examples=300, deadline=None)
 def test_replay_after_a_crash_adds_up(records: list[tuple[Any, ...]], data: st.DataObject) -> None:
+    """RED cells equal the SERVER spans sent, and service-map edges equal a run without the crash."""
+    records = [*records, FLUSH, FLUSH]
     config = Settings(bulk_batch_size=data.draw(st.integers(1, 12)),
                       bulk_flush_interval_ms=data.draw(st.integers(1, 20_000)),
-                      rollup_flush_interval_ms=data.draw(st.integers(1, 20_000)), rollup_grace_ms=5_000)
+                      rollup_flush_interval_ms=data.draw(st.integers(1, 20_000)), rollup_grace_ms=5_000,
+                      service_map_wait_ms=data.draw(st.sampled_from([0, 5_000, 30_000])),
+                      service_map_waiting_max=data.draw(st.sampled_from([2, 100_000])))
     crash_at = data.draw(st.integers(0, len(records)))
     chunks = data.draw(st.integers(1, 10))
     cluster, commits = SearchCluster(), CommitLog()
@@ -217,7 +247,8 @@ def test_replay_after_a_crash_adds_up(records: list[tuple[Any, ...]], data: st.D
         restart = commits.offsets.get(TP, (0, ""))[0]
         second.take(records, restart, len(records))
         second.drain()
-    assert cluster.rollup_counts() == Counter((s, e) for _, s, e, kind, _ in records if kind == "SERVER")
+    assert cluster.rollup_counts() == Counter((r[1], r[2]) for r in records if r[3] == "SERVER")
+    assert cluster.calls() == run_through(records, config).calls()
     assert cluster.span_ids() == sorted(f"s{i}" for i in range(len(records)))
     assert commits.offsets[TP][0] == len(records)
     assert not first.produced.records and not second.produced.records  # valid spans: no dead letter
@@ -251,7 +282,7 @@ def test_building_takes_records_until_no_block_is_free() -> None:
     with blocks(2048, 2) as pool:
         owner = Owner(SearchCluster(), CommitLog(), Settings(), pool)
         owner.flusher.terminate()  # nothing comes back: blocks stay in flight
-        records = [(0, "a", "GET /x", "SERVER", False)] * 40
+        records = [(0, "a", "GET /x", "SERVER", False, -1, "")] * 40
         taken = owner.building.submit([message(records, i) for i in range(40)])
         assert 0 < taken < 40
         assert pool.free == 0 and owner.committing.inflight == 2 and owner.building.batch is None
@@ -270,9 +301,54 @@ def test_flushing_dead_letters_a_refused_document_with_its_reason_before_the_com
     commits = CommitLog()
     with blocks(16 * 1024, 2) as pool:
         owner = Owner(Refusing(), commits, Settings(), pool)
-        owner.take([(0, "a", "GET /x", "CLIENT", False)], 0, 1)
+        owner.take([(0, "a", "GET /x", "INTERNAL", False, -1, "")], 0, 1)
         owner.drain()
     (letter,) = owner.produced.records["dlq"]
     assert letter["reason"] == "rejected_by_search" and "failed to parse field [duration_ms]" in letter["detail"]
     assert letter["offset"] == 0 and msgspec.json.decode(letter["value"])["span_id"] == "s0"
     assert commits.offsets[TP][0] == 1  # committed once the dead letter was acknowledged
+
+
+def test_calls_pair_in_either_order_and_name_their_virtual_nodes() -> None:
+    """The service map's rules on a known stream: CLIENT->SERVER and PRODUCER->CONSUMER pairs whichever comes
+    first, a root SERVER called by `user`, a database client and an unanswered one given up after the wait."""
+    state = RollupStage(IndexNames(), 0, msgspec.json.encode, call_wait_ms=30_000).get(TP)
+
+    def span(offset: int, service: str, kind: str, span_id: str, parent: str | None = None, error: bool = False,
+             duration: float = 10.0, labels: dict[str, Any] | None = None, at_s: int = 0) -> None:
+        doc = SpanDoc(timestamp="", ingested_at="", service_name=service, environment="production", trace_id="t",
+                      span_id=span_id, parent_span_id=parent, name="op", kind=kind, duration_ms=duration,
+                      status="ERROR" if error else "OK", labels=labels or {})
+        state.add(offset, doc, T0 + at_s * 1000, T0 + at_s * 1000)
+
+    span(0, "web", "SERVER", "a")  # root: user -> web
+    span(1, "web", "CLIENT", "b", "a", duration=40.0)  # web -> cart, client first
+    span(2, "cart", "SERVER", "c", "b", error=True, duration=30.0)
+    span(3, "cart", "SERVER", "e", "d")  # cart answers before its caller's client span arrives
+    span(4, "web", "CLIENT", "d", "a", duration=20.0)
+    span(5, "cart", "CLIENT", "f", "c", labels={"db.system": "redis"})  # no server: a virtual node
+    span(6, "cart", "PRODUCER", "g", "c")
+    span(7, "mailer", "CONSUMER", "h", "g")
+    span(8, "web", "CLIENT", "i", "a")  # unanswered, no labels: unpaired
+    assert list(state.clients) == ["f", "i"] and not state.servers
+    span(9, "web", "INTERNAL", "j", at_s=90)  # moves the watermark past the wait ...
+    span(10, "web", "INTERNAL", "k", at_s=90)  # ... and the waiting clients give up here
+    cells = {key[1:]: cell for w in state.windows() for key, cell in w.cells.items() if key[0] == SCOPE_EDGE}
+    counts = {(caller, callee): cell.request_count for (caller, _, callee), cell in cells.items()}
+    assert counts == {("user", "web"): 1, ("web", "cart"): 2, ("cart", "redis"): 1, ("cart", "mailer"): 1,
+                      ("web", ""): 1}
+    web_cart = cells[("web", "production", "cart")]
+    assert web_cart.error_count == 1 and web_cart.duration_max == 40.0 and web_cart.duration_min == 20.0
+    assert state.tally.unpaired == 1 and not state.clients and not state.servers
+
+
+def test_the_waiting_store_stays_within_its_bound() -> None:
+    stage = RollupStage(IndexNames(), 0, msgspec.json.encode, call_wait_ms=3_600_000, waiting_max=100)
+    state = stage.get(TP)
+    for offset in range(5_000):  # a flood of clients nobody answers
+        doc = SpanDoc(timestamp="", ingested_at="", service_name="web", environment="production", trace_id="t",
+                      span_id=f"s{offset}", name="op", kind="CLIENT", duration_ms=1.0, status="OK")
+        state.add(offset, doc, T0 + offset, T0 + offset)
+        assert stage.waiting() <= 100
+    assert stage.tally.evicted == 4_900 and stage.tally.unpaired == 4_900
+    assert next(iter(state.clients.values())).offset == 4_900  # the oldest still waiting: it holds the commit
