@@ -13,14 +13,16 @@ from panopticon.api import errors, openapi
 from panopticon.api.cache import ResponseCache
 from panopticon.api.metrics import ApiMetrics
 from panopticon.api.middleware import BearerAuth, Cors, RawPath, Telemetry
-from panopticon.api.red import RedSource, rollup_source
+from panopticon.api.red import RedSource, RollupRed, rollup_reader
 from panopticon.api.resources.base import Deps, Resource
 from panopticon.api.resources.error_groups import ErrorGroupsResource
 from panopticon.api.resources.explore import LogsResource, SpansResource
 from panopticon.api.resources.red_routes import EndpointsResource, MetricsResource, ServicesResource
+from panopticon.api.resources.service_map import DependenciesResource, ServiceMapResource
 from panopticon.api.resources.system import HealthResource, OpenApiResource, PrometheusResource
 from panopticon.api.resources.traces import EndpointTracesResource, ServiceTracesResource, TraceResource
 from panopticon.api.search import Search
+from panopticon.api.service_map import RollupServiceMap, ServiceMapSource
 from panopticon.common.settings import Settings
 
 ROUTES: tuple[tuple[str, type[Resource]], ...] = (
@@ -30,6 +32,8 @@ ROUTES: tuple[tuple[str, type[Resource]], ...] = (
     ("/query/services/{service}/endpoints/{endpoint}/traces", EndpointTracesResource),
     ("/query/services/{service}/traces", ServiceTracesResource),
     ("/query/services/{service}/errors", ErrorGroupsResource),
+    ("/query/services/{service}/dependencies", DependenciesResource),
+    ("/query/service-map", ServiceMapResource),
     ("/query/traces/{trace_id}", TraceResource),
     ("/query/logs", LogsResource),
     ("/query/spans", SpansResource),
@@ -48,9 +52,11 @@ WsgiApp = falcon.App[falcon.Request, falcon.Response]
 
 
 def create_app(settings: Settings, search: Search, red: RedSource | None = None,
-               cache: ResponseCache | None = None, metrics: ApiMetrics | None = None) -> WsgiApp:
-    red = red or rollup_source(search, settings.opensearch_timeout_s)
-    deps = Deps(search=search, red=red,
+               cache: ResponseCache | None = None, metrics: ApiMetrics | None = None,
+               service_map: ServiceMapSource | None = None) -> WsgiApp:
+    reader = rollup_reader(search, settings.opensearch_timeout_s)  # one per worker: RED and service map share it
+    deps = Deps(search=search, red=red or RollupRed(reader, search),
+                service_map=service_map or RollupServiceMap(reader, search),
                 cache=cache or ResponseCache(ttl_s=CACHE_TTL_S, max_entries=CACHE_ENTRIES))
     metrics = metrics or ApiMetrics()
     middleware: list[Any] = [Telemetry(metrics), Cors(settings.origins(settings.cors_allowed_origins)), RawPath()]

@@ -7,7 +7,7 @@ document, and that, by attribute, into the item.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -73,6 +73,44 @@ class EndpointsAnswer(msgspec.Struct, kw_only=True):
     from_: str = msgspec.field(name="from")
     to: str
     endpoints: list[EndpointRow]
+
+
+class MapNode(msgspec.Struct, kw_only=True):
+    """A node of the service map. A service with RED data in the range answers its RED numbers (its SERVER
+    spans); any other node is virtual and answers the sum of its incoming calls (of its outgoing ones when it
+    has none, e.g. `user`). A node's numbers do not depend on the `service` neighbourhood asked for."""
+
+    service_name: str
+    request_count: int
+    error_rate: float
+    latency_p95_ms: float
+    virtual: Annotated[bool, msgspec.Meta(
+        description="No service RED data in the range: a database, an outside host, `user` (the caller of root "
+                    "spans), or a service that only calls.")]
+    unpaired_count: Annotated[int, msgspec.Meta(
+        description="Calls this node made whose callee is unknown (client spans with no server span and no "
+                    "`peer.service`, `db.system` or host); they are no edge.")]
+
+
+class MapEdge(msgspec.Struct, kw_only=True):
+    """Calls from `source` to `target` over the range (client side: count, errors, latency)."""
+
+    source: str
+    target: str
+    request_count: int
+    error_rate: float
+    latency_p95_ms: float
+
+
+class ServiceMapAnswer(msgspec.Struct, kw_only=True):
+    nodes: list[MapNode]
+    edges: list[MapEdge]
+
+
+class DependenciesAnswer(msgspec.Struct, kw_only=True):
+    service_name: str
+    callers: list[MapEdge]
+    callees: list[MapEdge]
 
 
 class ProblemTrace(msgspec.Struct, kw_only=True, rename="camel"):

@@ -75,11 +75,11 @@ def bucket_starts(window: TimeRange, interval_ms: int) -> list[int]:
     return list(range(first, window.to_ms, interval_ms))
 
 
-def _counted(stats: ReadStats) -> None:
+def counted(stats: ReadStats) -> None:
     count_search(stats.requests, stats.documents)
 
 
-def _minutes(window: TimeRange) -> tuple[int, int]:
+def read_minutes(window: TimeRange) -> tuple[int, int]:
     """What a rollup read of ``window`` depends on: a minute window starting at ``m`` (a whole minute) is read
     iff ``from <= m < to``, i.e. iff ``ceil(from) <= m < ceil(to)`` at minute resolution."""
     return ceil_to(window.from_ms, MINUTE_MS), ceil_to(window.to_ms, MINUTE_MS)
@@ -90,7 +90,7 @@ class RollupRed:
     (unreachable, timed out or past the read deadline: 503).
 
     Answers read from rollups are kept ``ANSWER_TTL_S`` per question, keyed by what the read depends on
-    (``_minutes``): a dashboard pinned to an explicit range, or many asking the same one, costs one merge per
+    (``read_minutes``): a dashboard pinned to an explicit range, or many asking the same one, costs one merge per
     worker every few seconds instead of one per request. Series read from raw spans are not kept."""
 
     def __init__(self, reader: RollupReader, search: Search, answers: ResponseCache | None = None) -> None:
@@ -99,11 +99,11 @@ class RollupRed:
         self._answers = answers if answers is not None else ResponseCache(ttl_s=ANSWER_TTL_S)
 
     def services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
-        return self._answers.through(("services", environment, *_minutes(window)),
+        return self._answers.through(("services", environment, *read_minutes(window)),
                                      lambda: self._services(window, environment))
 
     def endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
-        return self._answers.through(("endpoints", service, environment, *_minutes(window)),
+        return self._answers.through(("endpoints", service, environment, *read_minutes(window)),
                                      lambda: self._endpoints(service, window, environment))
 
     def series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
@@ -111,20 +111,20 @@ class RollupRed:
         key = None
         if plan.source == "rollup":  # buckets start at multiples of the plan's interval: whole minutes
             first = window.from_ms - window.from_ms % plan.interval_ms
-            key = ("series", service, environment, interval_ms, first, *_minutes(window))
+            key = ("series", service, environment, interval_ms, first, *read_minutes(window))
         return self._answers.through(key, lambda: self._series(service, window, environment, interval_ms))
 
     def _services(self, window: TimeRange, environment: str | None) -> list[ServiceTotals]:
         query = RollupQuery(scope="service", environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
-        _counted(grouped.stats)
+        counted(grouped.stats)
         return [ServiceTotals(service_name=g.service_name, environment=g.environment or "",
                               totals=g.totals) for g in grouped.groups]
 
     def _endpoints(self, service: str, window: TimeRange, environment: str | None) -> list[EndpointTotals]:
         query = RollupQuery(scope="endpoint", service=service, environment=environment)
         grouped = self._search.call(self._reader.grouped, query, window.from_ms, window.to_ms)
-        _counted(grouped.stats)
+        counted(grouped.stats)
         return [EndpointTotals(endpoint=g.endpoint or "", totals=g.totals) for g in grouped.groups]
 
     def _series(self, service: str, window: TimeRange, environment: str | None, interval_ms: int) -> RedSeries:
@@ -137,14 +137,13 @@ class RollupRed:
             if self._search.count(TRACES, window, {"match_all": {}}):
                 raise
             return RedSeries(interval_ms=interval_ms, buckets=[])
-        _counted(series.stats)
+        counted(series.stats)
         return RedSeries(interval_ms=series.interval_ms,
                          buckets=[Bucket(start_ms=p.start_ms, totals=p.totals) for p in series.points])
 
 
-def rollup_source(search: Search, timeout_s: float, windows: WindowSource | None = None) -> RollupRed:
-    """The rollup-backed source: one reader per process (after the fork), bounded by the API's timeout, over
-    the worker's window cache (``api.window_cache``) unless another source is given."""
-    reader = RollupReader(search.client, search.names, timeout_s=timeout_s,
-                          request_timeout_s=min(timeout_s, 5.0), windows=windows or CachedWindows(search.names))
-    return RollupRed(reader, search)
+def rollup_reader(search: Search, timeout_s: float, windows: WindowSource | None = None) -> RollupReader:
+    """The worker's rollup reader (after the fork), bounded by the API's timeout, over the worker's window cache
+    (``api.window_cache``) unless another source is given. The RED routes and the service map share it."""
+    return RollupReader(search.client, search.names, timeout_s=timeout_s, request_timeout_s=min(timeout_s, 5.0),
+                        windows=windows or CachedWindows(search.names))

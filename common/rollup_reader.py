@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 
@@ -54,7 +54,7 @@ class ReadTimeout(TimeoutError):
 class RollupQuery(msgspec.Struct, frozen=True, kw_only=True):
     """Which cells to read: ``None`` means all. ``environment`` must already be normalized."""
 
-    scope: Literal["service", "endpoint"] = "service"
+    scope: Literal["service", "endpoint", "edge"] = "service"
     service: str | None = None
     environment: str | None = None
     endpoint: str | None = None
@@ -120,6 +120,13 @@ class Grouped(msgspec.Struct, kw_only=True):
     from_ms: int
     to_ms: int
     groups: list[GroupTotals]  # most requests first
+    stats: ReadStats
+
+
+class RangeCells(msgspec.Struct, kw_only=True):
+    from_ms: int
+    to_ms: int
+    cells: dict[CellKey, RollupCell]  # summed over the range, per (scope, service, environment, endpoint)
     stats: ReadStats
 
 
@@ -338,6 +345,14 @@ class RollupReader:
                   for key, cell in cells.items() if isinstance(key, tuple)]
         groups.sort(key=lambda g: (-g.totals.request_count, g.service_name, g.environment or "", g.endpoint or ""))
         return Grouped(from_ms=from_ms, to_ms=to_ms, groups=groups, stats=session.finish())
+
+    def cells(self, query: RollupQuery, from_ms: int, to_ms: int) -> RangeCells:
+        """The cells of the range summed per key, for callers that merge them their own way (the service map
+        sums edges over environments, and a node over its edges). Read like ``grouped``."""
+        session = self._session()
+        cells = self._read_cells(session, query, from_ms, to_ms, True, lambda _start, key: key, True)
+        return RangeCells(from_ms=from_ms, to_ms=to_ms, cells=cast(dict[CellKey, RollupCell], cells),
+                          stats=session.finish())
 
     # ------------------------------------------------------------------ rollup documents
 

@@ -39,6 +39,8 @@ ROUTE_PATHS = (
     "/query/traces/0123456789abcdef",
     "/query/logs",
     "/query/spans",
+    "/query/service-map",
+    f"/query/services/{SERVICE}/dependencies",
 )
 PARAM_NAMES = ("from", "to", "environment", "name_filter", "sort_by", "limit", "metric", "interval", "status",
                "slow_percentile", "min_duration_ms", "max_duration_ms", "page", "size", "sort", "service_name",

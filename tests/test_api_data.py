@@ -198,12 +198,43 @@ def client_for(settings: Settings, search: Search, red: Any = None,
     return falcon.testing.TestClient(app)
 
 
+def calls(data: Dataset) -> list[tuple[str, str, dict[str, Any]]]:
+    """Service-map calls of the dataset, (caller, callee, the span whose numbers count), roughly paired as the
+    engine pairs them: a root SERVER span is a call from ``user``; a SERVER span under another service's CLIENT
+    span is a call from that service (the CLIENT side counts); a CLIENT span nothing answers has an unknown
+    callee ("")."""
+    by_id = {span["span_id"]: span for span in data.spans}
+    answered: set[str] = set()
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for span in data.spans:
+        parent = by_id.get(span.get("parent_span_id") or "")
+        if span["kind"] != "SERVER":
+            continue
+        if not span.get("parent_span_id"):
+            found.append(("user", span["service_name"], span))
+        elif parent is not None and parent["kind"] == "CLIENT" and parent["service_name"] != span["service_name"]:
+            answered.add(parent["span_id"])
+            found.append((parent["service_name"], span["service_name"], parent))
+    found += [(span["service_name"], "", span) for span in data.spans
+              if span["kind"] == "CLIENT" and span["span_id"] not in answered]
+    return found
+
+
 def index_rollups(client: Any, names: IndexNames, data: Dataset) -> int:
-    """1-minute rollup documents of the dataset's SERVER spans, as the engine would write them."""
+    """1-minute rollup documents of the dataset's SERVER spans and calls (``calls``), as the engine would write
+    them."""
     from opensearchpy import helpers
 
     from panopticon.common.indices import METRICS_1M
-    from panopticon.common.rollup import SCOPE_ENDPOINT, SCOPE_SERVICE, TIER_1M, RollupCell, RollupKey, window_start
+    from panopticon.common.rollup import (
+        SCOPE_EDGE,
+        SCOPE_ENDPOINT,
+        SCOPE_SERVICE,
+        TIER_1M,
+        RollupCell,
+        RollupKey,
+        window_start,
+    )
 
     cells: dict[RollupKey, RollupCell] = {}
     for span in data.spans:
@@ -213,6 +244,10 @@ def index_rollups(client: Any, names: IndexNames, data: Dataset) -> int:
         for scope, endpoint in ((SCOPE_SERVICE, ""), (SCOPE_ENDPOINT, span["name"])):
             key = RollupKey(TIER_1M, start, span["service_name"], span["environment"], scope, endpoint, "test:0")
             cells.setdefault(key, RollupCell()).add(span["duration_ms"], span["status"] == "ERROR")
+    for caller, callee, span in calls(data):
+        key = RollupKey(TIER_1M, window_start(ms(span), TIER_1M), caller, span["environment"], SCOPE_EDGE, callee,
+                        "test:0")
+        cells.setdefault(key, RollupCell()).add(span["duration_ms"], span["status"] == "ERROR")
     creator = IndexCreator(client, names)
     actions = []
     for key, cell in cells.items():

@@ -13,6 +13,7 @@ from panopticon.api.cache import ResponseCache
 from panopticon.api.params import TimeRange
 from panopticon.api.red import RedSource
 from panopticon.api.search import Search
+from panopticon.api.service_map import ServiceMapSource
 
 
 def wall_clock_ms() -> int:
@@ -23,6 +24,7 @@ def wall_clock_ms() -> int:
 class Deps:
     search: Search
     red: RedSource
+    service_map: ServiceMapSource
     cache: ResponseCache
     now_ms: Callable[[], int] = field(default=wall_clock_ms)
 
