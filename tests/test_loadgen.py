@@ -153,6 +153,74 @@ def test_calls_into_services_are_answered_by_server_spans(plain: list[Record]) -
         assert handler.span_kind == "INTERNAL" and handler.service == client.service
 
 
+def labels(span: Record) -> dict[str, Any]:
+    labelled: dict[str, Any] = _decode(span.value)["labels"]
+    return labelled
+
+
+def complete(recs: list[Record]) -> list[Record]:
+    """Without the last trace, which ``count`` may cut short."""
+    return [r for r in recs if r.trace_id != recs[-1].trace_id]
+
+
+def children_of(recs: list[Record]) -> dict[tuple[str, str | None], list[Record]]:
+    out: dict[tuple[str, str | None], list[Record]] = defaultdict(list)
+    for r in recs:
+        if r.kind == "span" and r.is_valid:
+            out[(r.trace_id, r.parent_span_id)].append(r)
+    return out
+
+
+@pytest.mark.parametrize("wanted", [None, "order,payment,user"], ids=["all", "some"])
+def test_every_call_into_a_service_is_a_client_span_with_one_server_child(plain: list[Record],
+                                                                           wanted: Any) -> None:
+    recs = complete(plain if wanted is None else records(5000, services=wanted))
+    services = {r.service for r in recs}
+    children = children_of(recs)
+    calls = [r for r in recs if r.kind == "span" and "peer.service" in labels(r)]
+    assert len(calls) > (1000 if wanted is None else 100)
+    for client in calls:
+        assert client.span_kind == "CLIENT" and labels(client)["peer.service"] in services
+        (server,) = children[(client.trace_id, client.span_id)]
+        assert server.span_kind == "SERVER" and server.service == labels(client)["peer.service"] != client.service
+        assert (client.name, client.http_status_code) == (server.name, server.http_status_code)
+        assert labels(client)["server.address"] == server.service
+        assert _decode(client.value)["http_path"] == _decode(server.value)["http_path"]
+        # the client's span covers the server's and some network time (timestamps are cut to milliseconds)
+        assert client.timestamp_ms <= server.timestamp_ms and client.duration_ms > server.duration_ms
+        assert client.timestamp_ms + client.duration_ms + 1 >= server.timestamp_ms + server.duration_ms
+        assert client.status == server.status
+    # and every SERVER span that is not a root answers such a call
+    answered = {(r.trace_id, r.span_id) for r in recs if r.kind == "span" and r.span_kind == "SERVER"
+                and r.parent_span_id is not None}
+    assert answered == {(r.trace_id, children[(r.trace_id, r.span_id)][0].span_id) for r in calls}
+
+
+def test_database_and_external_calls_are_client_spans_without_children(plain: list[Record]) -> None:
+    children = children_of(plain)
+    spans = [r for r in plain if r.kind == "span"]
+    clients = [s for s in spans if s.span_kind == "CLIENT"]
+    databases = [s for s in clients if "db.system" in labels(s)]
+    assert 200 <= 1000 * len(databases) / len(spans) <= 400  # db calls per 1000 spans
+    assert Counter(labels(s)["db.system"] for s in databases).keys() == {"postgresql", "redis"}
+    for span in databases:
+        found = labels(span)
+        assert found["db.operation"] in span.name.split()  # "SELECT orders", "redis GET"
+        assert found["server.address"] and 0 < len(found["db.statement"]) <= 60
+        assert found["db.system"] == "redis" or found["db.name"]
+        assert "peer.service" not in found and span.http_status_code is None
+        assert children[(span.trace_id, span.span_id)] == []
+    external = [s for s in clients if "db.system" not in labels(s) and "peer.service" not in labels(s)]
+    assert {labels(s)["server.address"] for s in external} >= {"api.stripe.com", "fcm.googleapis.com"}
+    for span in external:
+        assert children[(span.trace_id, span.span_id)] == []
+        event = _decode(span.value)
+        if "http_method" in event:
+            assert span.http_status_code == (503 if span.status == "ERROR" else 200)
+            assert event["http_path"].startswith("/v1/")
+    assert len(databases) + len(external) + sum("peer.service" in labels(s) for s in clients) == len(clients)
+
+
 def test_span_kinds_and_names(plain: list[Record]) -> None:
     spans = [r for r in plain if r.kind == "span"]
     assert {s.span_kind for s in spans} == {"SERVER", "INTERNAL", "CLIENT", "PRODUCER"}

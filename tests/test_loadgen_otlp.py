@@ -229,6 +229,37 @@ def test_logs_round_trip_to_the_same_documents(recs: list[Record], requests: Req
     assert from_exceptions > 20
 
 
+CALL_LABELS = ("peer.service", "server.address", "db.system", "db.name", "db.operation", "db.statement")
+
+
+def test_call_labels_travel_as_attributes_and_come_back(recs: list[Record], requests: Requests) -> None:
+    sent = {span.span_id.hex(): attrs(span.attributes) for _, span in otlp_spans(requests)}
+    back = {e["span_id"]: stored("span", e)["labels"] for e in converted(requests)[0]}
+    seen: Counter[str] = Counter()
+    for event in events(recs, "span"):
+        own = {k: v for k, v in event["labels"].items() if k in CALL_LABELS}
+        seen.update(own.keys())
+        assert own.items() <= sent[event["span_id"]].items()
+        assert own.items() <= back[event["span_id"]].items()
+    assert set(seen) == set(CALL_LABELS)
+
+
+def test_client_server_pairs_survive_the_mapping(requests: Requests) -> None:
+    spans = otlp_spans(requests)
+    by_id = {span.span_id: (resource, span) for resource, span in spans}
+    pairs = 0
+    for resource, server in spans:
+        if server.kind != Span.SPAN_KIND_SERVER or not server.parent_span_id:
+            continue
+        _, client = by_id[server.parent_span_id]
+        assert client.kind == Span.SPAN_KIND_CLIENT and client.trace_id == server.trace_id
+        assert attrs(client.attributes)["peer.service"] == resource["service.name"]
+        assert client.start_time_unix_nano <= server.start_time_unix_nano
+        assert client.end_time_unix_nano + 1_000_000 >= server.end_time_unix_nano  # starts are cut to ms
+        pairs += 1
+    assert pairs > 100
+
+
 def test_resources_group_by_service_and_environment(requests: Requests) -> None:
     for traces, logs in requests:
         groups = [*(traces.resource_spans if traces else ()), *(logs.resource_logs if logs else ())]

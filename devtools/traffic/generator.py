@@ -165,7 +165,7 @@ class Generator:
             f'"trace_id":"{trace.trace_id}","span_id":"{span.span_id}",'
             f'"parent_span_id":{parent_json},"name":"{span.name}",'
             f'"kind":"{span.kind}","duration_ms":{duration_ms!r},"status":"{status}"'
-            f'{http}{extra}{producer.tails[trace.tail]}'
+            f'{http}{extra}{self._span_tail(trace, producer, span)}'
         )
         return Record(
             kind="span", key=trace.key, value=value.encode(), trace_id=trace.trace_id,
@@ -174,8 +174,15 @@ class Generator:
             span_kind=span.kind, status=status, duration_ms=duration_ms, http_status_code=code,
         )
 
+    @staticmethod
+    def _span_tail(trace: Trace, producer: Producer, span: Span) -> str:
+        """The labels: a call's own (``peer.service``, ``db.system``, ...) before the producer's."""
+        if span.hop is None or not span.hop.labels:
+            return producer.tails[trace.tail]
+        return f',"labels":{{{span.hop.labels},{producer.label_tails[trace.tail]}'
+
     def _span_http(self, span: Span) -> tuple[str, int | None]:
-        """The http_* fields of a SERVER span or of a CLIENT span answered by a service."""
+        """The http_* fields of a SERVER span, of a CLIENT span answered by a service, of an external API call."""
         if not span.method:
             return "", None
         return (f',"http_method":"{span.method}","http_path":"{span.path}",'
@@ -217,14 +224,16 @@ class Generator:
         hop = span.hop
         assert hop is not None
         ms = span.dur_us / 1000.0
-        if span.origin:
+        if span.origin:  # a failed external HTTP call's log carries its http fields (as the receiver's logs do)
             failure = FAILURES.get(hop.peer, FAILURES[""])
-            self._log(trace, span, "ERROR", f"{span.name} failed: {failure}", span.end_us, out)
+            self._log(trace, span, "ERROR", f"{span.name} failed: {failure}", span.end_us, out,
+                      self._span_http(span)[0])
         elif hop.callee is not None:
             if span.error:
-                self._log(trace, span, "WARN", f"{span.name} answered {span.http_status}", span.end_us, out)
+                self._log(trace, span, "WARN", f"{hop.peer} {span.name} answered {span.http_status}", span.end_us,
+                          out)
             elif self._rng.random() < 0.1:
-                self._log(trace, span, "DEBUG", f"calling {span.name}", span.start_us, out)
+                self._log(trace, span, "DEBUG", f"calling {hop.peer} {span.name}", span.start_us, out)
         elif ms > hop.median_ms * 4:
             self._log(trace, span, "WARN", f"slow call {span.name}: {ms:.1f} ms", span.end_us, out)
         elif self._rng.random() < 0.25:

@@ -9,7 +9,8 @@ OpenTelemetry Collector) would send it:
   start/end as unix nanoseconds from ``timestamp`` + ``duration_ms``;
 - ids as 16/8 bytes (an id that is not hex of the right length becomes a stable hash of it);
 - ``http_method`` / ``http_path`` / ``http_status_code`` as ``http.request.method`` / ``url.path`` /
-  ``http.response.status_code``; labels, and any other scalar top-level key, as attributes;
+  ``http.response.status_code``; labels (a call's ``peer.service``, ``db.system``, ``server.address``, ... too),
+  and any other scalar top-level key, as attributes;
 - log level as ``severity_number`` (and ``severity_text`` as the producer spells it), message as the body;
 - an ERROR log "what: why" tied to a span of the same batch is, for one span in ``EXCEPTION_SHARE``, sent instead
   as an ``exception`` event on that span (``exception.type`` "what", ``exception.message`` "why", and the log's
@@ -53,6 +54,7 @@ HTTP_ATTRIBUTES = {
     "http_path": "url.path",
     "http_status_code": "http.response.status_code",
 }
+_HTTP_KEYS = frozenset(HTTP_ATTRIBUTES.values())
 SERVICE_NAME = "service.name"
 ENVIRONMENT = "deployment.environment.name"
 LEGACY_ENVIRONMENT = "deployment.environment"
@@ -150,12 +152,14 @@ def log_of(event: Event) -> LogRecord:
 
 def exception_event(log: LogRecord, span: Span) -> None:
     """Record the ERROR log on its span as an ``exception`` event: the text before the first ": " as the type, the
-    rest as the message (the receiving side writes ``type: message``, the log's own text), with the log's attributes."""
+    rest as the message (the receiving side writes ``type: message``, the log's own text), with the log's attributes
+    but its http ones: those are the span's (a failed HTTP call's log has them), and the receiving side copies them
+    from the span."""
     kind, _, message = log.body.string_value.partition(": ")
     span.events.add(time_unix_nano=log.time_unix_nano, name="exception", attributes=[
         KeyValue(key="exception.type", value=AnyValue(string_value=kind)),
         KeyValue(key="exception.message", value=AnyValue(string_value=message)),
-        *log.attributes,
+        *(kv for kv in log.attributes if kv.key not in _HTTP_KEYS),
     ])
 
 

@@ -1,8 +1,12 @@
 """The trace model: one request as a tree of spans laid out in time, with a failure marked on it.
 
 A SERVER span wraps an INTERNAL handler span; the handler makes its calls one after another as CLIENT
-(or PRODUCER/INTERNAL) spans; a call into another service is answered by that service's SERVER span,
-parented on the CLIENT span. Times are integer microseconds relative to the trace start, built bottom-up:
+(or PRODUCER/INTERNAL) spans. A call into another service is a CLIENT span as HTTP instrumentations make it
+(named like the endpoint, http fields, labels ``peer.service`` and ``server.address``), answered by exactly
+one SERVER span of the callee parented on it, which starts after it and ends before it (network time both
+ways); when the callee fails, the CLIENT span fails too. Database, cache and external API calls are CLIENT
+spans without a child, labelled as their instrumentations label them (``db.system``, ``db.name``,
+``server.address``, ...). Times are integer microseconds relative to the trace start, built bottom-up:
 a parent lasts as long as its children plus its own (heavy-tailed) work, so children always fit.
 """
 
@@ -17,7 +21,8 @@ from typing import Literal
 
 import msgspec
 
-from panopticon.devtools.traffic.catalog import Endpoint, Service
+from panopticon.devtools.traffic.catalog import Call, Endpoint, Service
+from panopticon.devtools.traffic.wire import quote_object
 
 Role = Literal["server", "handler", "call"]
 
@@ -30,6 +35,7 @@ BODY_STEPS = 4096  # quantiles of the log-normal body, sampled by one uniform dr
 CLIENT_ERROR_P = 0.03  # requests answered 4xx: status OK, a WARN access log
 _CLIENT_ERRORS = (400, 401, 404, 404, 409, 422)
 _SERVER_ERRORS = (500, 500, 503, 504)
+EXTERNAL_ERROR = 503  # what a failing external HTTP API answers
 _PARAM = re.compile(r"\{[^}]+\}")
 
 
@@ -40,8 +46,11 @@ class Hop(msgspec.Struct, frozen=True, gc=False):
     kind: str
     median_ms: float
     probability: float
-    peer: str
+    peer: str  # the callee's service name, or the catalog's peer ("postgresql", "stripe", ...)
     callee: Route | None
+    labels: str = ""  # the span's own labels as JSON members ('"db.system":"redis",...'), or ""
+    method: str = ""  # an external HTTP API's request (a leaf call)
+    path: str = ""
 
 
 class Route(msgspec.Struct, frozen=True, gc=False):
@@ -74,7 +83,7 @@ class Span(msgspec.Struct, gc=False):
     dur_us: int = 0
     error: bool = False
     origin: bool = False  # where the failure started
-    method: str = ""  # http_* fields: server spans and calls answered by a service
+    method: str = ""  # http_* fields: server spans, calls answered by a service, external HTTP API calls
     path: str = ""
     http_status: int | None = None
 
@@ -136,6 +145,8 @@ class TraceBuilder:
         spans.append(span)
         if hop.callee is None:
             span.dur_us = self.latency_us(hop.median_ms)
+            if hop.method:
+                span.method, span.path, span.http_status = hop.method, hop.path, 200
         else:
             network = 40 + int(self._rng.random() * 260)
             callee = self._serve(spans, hop.callee, at + network, span)
@@ -167,6 +178,8 @@ class TraceBuilder:
             elif node.hop is not None and node.hop.callee is not None:
                 node.http_status = code  # what the callee answered
                 code = 502  # callers report a bad gateway
+            elif node.hop is not None and node.hop.method:
+                node.http_status = EXTERNAL_ERROR
             node = node.parent
 
 
@@ -197,17 +210,29 @@ def _route(service: Service, endpoint: Endpoint, by_short: dict[str, Service],
            route: Callable[[Service, Endpoint], Route]) -> Route:
     hops = []
     for call in endpoint.calls:
-        callee = None
-        if call.target:
-            target = by_short.get(call.target)
-            if target is None:
-                continue
-            found = [e for e in target.endpoints if e.name == call.endpoint]
-            if not found:
-                raise ValueError(f"{service.short}: no endpoint {call.endpoint!r} in {call.target}")
-            callee = route(target, found[0])
-        hops.append(Hop(call.name, call.kind, call.median_ms, call.probability, call.peer, callee))
+        if not call.target:
+            hops.append(Hop(call.name, call.kind, call.median_ms, call.probability, call.peer, None,
+                            _members(call.labels), call.method, call.path))
+            continue
+        target = by_short.get(call.target)
+        if target is None:
+            continue
+        found = [e for e in target.endpoints if e.name == call.endpoint]
+        if not found:
+            raise ValueError(f"{service.short}: no endpoint {call.endpoint!r} in {call.target}")
+        hops.append(_service_hop(call, target.name, route(target, found[0])))
     template = _PARAM.sub("{}", endpoint.route)
     return Route(service.name, endpoint.method, endpoint.name, endpoint.handler, endpoint.work_ms,
                  endpoint.message, endpoint.status, template, len(_PARAM.findall(endpoint.route)),
                  tuple(hops))
+
+
+def _service_hop(call: Call, peer: str, callee: Route) -> Hop:
+    """A call into an instrumented service: a CLIENT span labelled as OpenTelemetry's HTTP clients label it."""
+    labels = (("peer.service", peer), ("server.address", peer))
+    return Hop(call.name, call.kind, call.median_ms, call.probability, peer, callee, _members(labels))
+
+
+def _members(labels: tuple[tuple[str, str], ...]) -> str:
+    """Labels as the members of a JSON object, to write before the producer's own labels; "" for none."""
+    return quote_object(dict(labels))[1:-1] if labels else ""

@@ -34,6 +34,7 @@ class Producer(msgspec.Struct, frozen=True, gc=False):
     name: str
     heads: tuple[tuple[str, ...], ...]  # environment -> SPELLINGS '"service_name":..,"environment":..' spellings
     tails: tuple[str, ...]  # ',"labels":{...}}': the last field and the closing brace
+    label_tails: tuple[str, ...]  # the same after ',"labels":{' (to write a span's own labels before them)
     containers: tuple[str, ...]  # ',"container_name":"..."': an unknown top-level key
     levels: dict[str, str]  # normalized level -> '"level":"..."' as this producer spells it
     epoch_timestamps: bool
@@ -46,10 +47,11 @@ def make_producer(service: Service, index: int) -> Producer:
     labels = [_labels(service, index, environment, host) for environment in ENVIRONMENTS
               for host in range(HOSTS)]
     tails = tuple(f',"labels":{quote_object(label)}}}' for label in labels)
+    label_tails = tuple(tail.removeprefix(',"labels":{') for tail in tails)
     containers = tuple(f',"container_name":{quote(label["host"])}' for label in labels)
     spelled = _LOWER if service.lower_levels else {level: level for level in _LOWER}
     levels = {level: f'"level":{quote(text)}' for level, text in spelled.items()}
-    return Producer(service.name, heads, tails, containers, levels, service.epoch_timestamps)
+    return Producer(service.name, heads, tails, label_tails, containers, levels, service.epoch_timestamps)
 
 
 def _labels(service: Service, index: int, environment: str, host: int) -> dict[str, str]:
@@ -72,7 +74,7 @@ def catalog_strings(services: tuple[Service, ...]) -> list[str]:
         out.append(service.name)
         for endpoint in service.endpoints:
             out += [endpoint.name, endpoint.handler, endpoint.message]
-            out += [call.name for call in endpoint.calls]
+            out += [text for call in endpoint.calls for text in (call.name, call.method, call.path) if text]
     return out
 
 
