@@ -187,7 +187,7 @@ class CachedWindows:
         with self._lock:
             for hour in range(first, end, HOUR_MS):
                 self._markers[hour] = (checked, found.get(hour))
-            self._forget(self._markers)
+            self._forget(self._markers, first)
 
     # ------------------------------------------------------------------ closed hours
 
@@ -209,7 +209,7 @@ class CachedWindows:
             with self._lock:
                 for hour, cells in read.items():
                     shape.hours[hour] = (markers[hour], cells)
-                self._forget(shape.hours)
+                self._forget(shape.hours, missing[0])
 
     def _day(self, shape: _Shape, day: int, markers: dict[int, Marker]) -> Cells | None:
         """The merged cells of a UTC day whose 24 hours are all marked and kept (under ``self._lock``)."""
@@ -224,7 +224,7 @@ class CachedWindows:
                 for key, cell in shape.hours[hour][1].items():
                     add_cell(merged, key, cell)
             kept = shape.days[day] = (version, merged)
-            self._forget(shape.days)
+            self._forget(shape.days, day)
         return kept[1]
 
     # ------------------------------------------------------------------ minutes
@@ -249,7 +249,7 @@ class CachedWindows:
             with self._lock:
                 for hour, minutes in read.items():
                     shape.minutes[hour] = (now, dict(sorted(minutes.items())))
-                self._forget(shape.minutes)
+                self._forget(shape.minutes, due[0])
         finally:
             shape.lock.release()
 
@@ -268,9 +268,10 @@ class CachedWindows:
                 self._shapes.popitem(last=False)
             return shape
 
-    def _forget(self, kept: dict[int, Any]) -> None:
-        """Drop entries older than any range can reach (under ``self._lock``)."""
-        horizon = self._now_ms() - KEEP_MS
+    def _forget(self, kept: dict[int, Any], reading: int) -> None:
+        """Drop entries older than a range of the last KEEP_MS reaches, but none the read in hand (from
+        ``reading`` on) needs: an older range is answered, just not kept (under ``self._lock``)."""
+        horizon = min(self._now_ms() - KEEP_MS, reading)
         for start in [s for s in kept if s < horizon]:
             del kept[start]
 

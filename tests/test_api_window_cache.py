@@ -116,3 +116,13 @@ def test_late_data_shows_once_its_time_to_live_has_passed(world: Any) -> None:
     assert _questions(cached)["totals"].totals.request_count == before["totals"].totals.request_count + 1
     clock.now += 30.0  # past the hours' too: everything the reader sees
     _same(_questions(cached), plain)
+
+
+def test_a_range_older_than_the_cache_keeps_is_still_answered(world: Any) -> None:
+    """Ranges may lie anywhere within retention; the cache only forgets old windows for later reads."""
+    client, names, _ = world
+    clock = FakeClock()
+    long_after = NOW + 60 * DAY_MS  # the same data, read two months later
+    cached = RollupReader(client, names, clock=clock,
+                          windows=CachedWindows(names, clock=clock, now_ms=lambda: long_after))
+    _same(_questions(cached), _questions(RollupReader(client, names)))
