@@ -79,6 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rollup_grace_ms: NonNegative = 60_000  # how long after its minute a span still counts as on time
     rollup_hourly_grace_ms: NonNegative = 300_000  # an hour is compacted into the 1-hour tier this long after it ends
     rollup_hourly_interval_ms: Positive = 300_000  # how often the compactor looks for hours to (re)compact
+    service_map: bool = True  # build the service map's edges in the stream
     service_map_wait_ms: NonNegative = 60_000  # how long (event time) a call's half waits for the other
     service_map_waiting_max: Positive = 100_000  # halves waiting per partition; beyond, the oldest is let go
 

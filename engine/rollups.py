@@ -128,6 +128,7 @@ class PartitionRollups:
     grace_ms: int
     call_wait_ms: int = 60_000
     waiting_max: int = 100_000
+    calls: bool = True  # build the service map's edges
     watermark: int = 0
     on_time: dict[int, Window] = field(default_factory=dict)
     late: dict[int, Window] = field(default_factory=dict)
@@ -148,7 +149,15 @@ class PartitionRollups:
             window = self._window(offset, event_ms)
             window.add(doc.service_name, doc.environment, doc.name, doc.duration_ms, doc.status == "ERROR")
             window.last_offset = offset
-        if kind in CALLEES:
+        if self.calls and (kind in CALLEES or kind in CALLERS):
+            self._pair(offset, doc, event_ms)
+        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # the watermark moves
+        if capped > self.watermark:
+            self.watermark = capped
+
+    def _pair(self, offset: int, doc: SpanDoc, event_ms: int) -> None:
+        """A call's half: counted with its other half if that came first, else left waiting for it."""
+        if doc.kind in CALLEES:
             half = Half(offset, self.watermark, event_ms, doc.service_name, doc.environment, doc.duration_ms,
                         doc.status == "ERROR")
             parent = doc.parent_span_id
@@ -160,7 +169,7 @@ class PartitionRollups:
                     self._wait(self.servers, parent, half, offset)
                 else:
                     self._call(offset, client.service, client.environment, half.service, client, half)
-        elif kind in CALLERS:
+        else:
             half = Half(offset, self.watermark, event_ms, doc.service_name, doc.environment, doc.duration_ms,
                         doc.status == "ERROR", peer_of(doc.labels))
             server = self.servers.pop(doc.span_id, None)
@@ -168,9 +177,6 @@ class PartitionRollups:
                 self._wait(self.clients, doc.span_id, half, offset)
             else:
                 self._call(offset, half.service, half.environment, server.service, half, server)
-        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # the watermark moves
-        if capped > self.watermark:
-            self.watermark = capped
 
     def _call(self, offset: int, caller: str, environment: str, callee: str, client: Half, server: Half) -> None:
         """One call, counted in the client's minute with the client's duration (the server's when the caller is
@@ -282,11 +288,12 @@ class RollupStage:
     """All partitions of the span topic that this worker owns."""
 
     def __init__(self, names: IndexNames, grace_ms: int, encode: Callable[[object], bytes],
-                 call_wait_ms: int = 60_000, waiting_max: int = 100_000) -> None:
+                 call_wait_ms: int = 60_000, waiting_max: int = 100_000, calls: bool = True) -> None:
         self.names = names
         self.grace_ms = grace_ms
         self.call_wait_ms = call_wait_ms
         self.waiting_max = waiting_max
+        self.calls = calls
         self.tally = CallTally()
         self.partitions: dict[tuple[str, int], PartitionRollups] = {}
         self._encode = encode
@@ -297,7 +304,8 @@ class RollupStage:
         self.partitions[(topic, partition)] = state
 
     def _new(self, name: str) -> PartitionRollups:
-        return PartitionRollups(name, self.grace_ms, self.call_wait_ms, self.waiting_max, tally=self.tally)
+        return PartitionRollups(name, self.grace_ms, self.call_wait_ms, self.waiting_max, self.calls,
+                                tally=self.tally)
 
     def forget(self, tp: tuple[str, int]) -> None:
         self.partitions.pop(tp, None)

@@ -68,7 +68,7 @@ class Worker:
         s = self.settings
         names = IndexNames(s.opensearch_index_prefix)
         self.rollups = RollupStage(names, s.rollup_grace_ms, msgspec.json.Encoder().encode, s.service_map_wait_ms,
-                                   s.service_map_waiting_max)
+                                   s.service_map_waiting_max, s.service_map)
         extra: dict[str, Any] = {"session.timeout.ms": s.engine_session_timeout_ms, "max.poll.interval.ms": 300_000}
         if self.instance_id:
             extra["group.instance.id"] = self.instance_id
