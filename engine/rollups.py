@@ -47,6 +47,7 @@ class Half:
 
     offset: int
     watermark: int  # the partition's watermark before its record
+    deadline: int  # it gives up once the watermark reaches this: SERVICE_MAP_WAIT_MS past the watermark after it
     event_ms: int
     service: str
     environment: str
@@ -149,17 +150,17 @@ class PartitionRollups:
             window = self._window(offset, event_ms)
             window.add(doc.service_name, doc.environment, doc.name, doc.duration_ms, doc.status == "ERROR")
             window.last_offset = offset
+        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms
+        watermark = max(self.watermark, capped)  # the partition's watermark after this record
         if self.calls and (kind in CALLEES or kind in CALLERS):
-            self._pair(offset, doc, event_ms)
-        capped = min(event_ms, kafka_ms + FUTURE_CAP_MS) if kafka_ms > 0 else event_ms  # the watermark moves
-        if capped > self.watermark:
-            self.watermark = capped
+            self._pair(offset, doc, event_ms, watermark + self.call_wait_ms)
+        self.watermark = watermark
 
-    def _pair(self, offset: int, doc: SpanDoc, event_ms: int) -> None:
+    def _pair(self, offset: int, doc: SpanDoc, event_ms: int, deadline: int) -> None:
         """A call's half: counted with its other half if that came first, else left waiting for it."""
         if doc.kind in CALLEES:
-            half = Half(offset, self.watermark, event_ms, doc.service_name, doc.environment, doc.duration_ms,
-                        doc.status == "ERROR")
+            half = Half(offset, self.watermark, deadline, event_ms, doc.service_name, doc.environment,
+                        doc.duration_ms, doc.status == "ERROR")
             parent = doc.parent_span_id
             if not parent:
                 self._call(offset, USER, half.environment, half.service, half, half)
@@ -170,8 +171,8 @@ class PartitionRollups:
                 else:
                     self._call(offset, client.service, client.environment, half.service, client, half)
         else:
-            half = Half(offset, self.watermark, event_ms, doc.service_name, doc.environment, doc.duration_ms,
-                        doc.status == "ERROR", peer_of(doc.labels))
+            half = Half(offset, self.watermark, deadline, event_ms, doc.service_name, doc.environment,
+                        doc.duration_ms, doc.status == "ERROR", peer_of(doc.labels))
             server = self.servers.pop(doc.span_id, None)
             if server is None:
                 self._wait(self.clients, doc.span_id, half, offset)
@@ -193,13 +194,14 @@ class PartitionRollups:
             self._give_up(store, store.popitem(last=False)[1], offset)
 
     def _expire(self, offset: int) -> None:
-        """Halves whose other half did not come within SERVICE_MAP_WAIT_MS of event time (by the watermark before
-        this record, so that a replay expires them at the same record)."""
-        deadline = self.watermark - self.call_wait_ms
+        """Halves whose other half did not come while the watermark moved SERVICE_MAP_WAIT_MS on: late spans wait
+        as long as timely ones. Judged by the watermark before this record, so a replay gives up at the same
+        record; deadlines grow in arrival order, so only the oldest halves need a look."""
+        watermark = self.watermark
         for store in (self.clients, self.servers):
             while store:
                 half = next(iter(store.values()))
-                if half.event_ms > deadline:
+                if half.deadline > watermark:
                     break
                 store.popitem(last=False)
                 self._give_up(store, half, offset)
