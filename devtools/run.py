@@ -113,6 +113,7 @@ Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
   Query API        http://127.0.0.1:{api}/query/services
                    curl -s 'http://127.0.0.1:{api}/query/services' | python -m json.tool
                    curl -s 'http://127.0.0.1:{api}/query/logs?level=ERROR&size=5' | python -m json.tool
+  Service map      curl -s 'http://127.0.0.1:{api}/query/service-map' | python -m json.tool
   OpenAPI          http://127.0.0.1:{api}/openapi.json
   Live errors      ws://127.0.0.1:{bridge}{ws}
                    .venv/bin/python -m panopticon.bridge.watch --url ws://127.0.0.1:{bridge}{ws}

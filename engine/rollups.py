@@ -65,8 +65,10 @@ class CallTally:
 
 
 def peer_of(labels: Mapping[str, LabelValue]) -> str:
-    """The callee a CLIENT span's labels name when no instrumented SERVER answers it: ``peer.service``, else the
-    database (``db.system``/``db.name``), else the host (``server.address``, ``net.peer.name``, ``http.host``)."""
+    """The callee a CLIENT (or PRODUCER) span's labels name when no instrumented span answers it:
+    ``peer.service``, else the database (``db.system``/``db.name``), else the queue
+    (``messaging.system``/``messaging.destination.name``), else the host (``server.address``, ``net.peer.name``,
+    ``http.host``)."""
     if not labels:
         return ""
     peer = labels.get("peer.service")
@@ -75,6 +77,10 @@ def peer_of(labels: Mapping[str, LabelValue]) -> str:
     system = labels.get("db.system")
     if system:
         name = labels.get("db.name")
+        return f"{system}/{name}" if name else str(system)
+    system = labels.get("messaging.system")
+    if system:
+        name = labels.get("messaging.destination.name")
         return f"{system}/{name}" if name else str(system)
     for key in ("server.address", "net.peer.name", "http.host"):
         host = labels.get(key)

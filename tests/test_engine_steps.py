@@ -329,14 +329,15 @@ def test_calls_pair_in_either_order_and_name_their_virtual_nodes() -> None:
     span(5, "cart", "CLIENT", "f", "c", labels={"db.system": "redis"})  # no server: a virtual node
     span(6, "cart", "PRODUCER", "g", "c")
     span(7, "mailer", "CONSUMER", "h", "g")
-    span(8, "web", "CLIENT", "i", "a")  # unanswered, no labels: unpaired
-    assert list(state.clients) == ["f", "i"] and not state.servers
-    span(9, "web", "INTERNAL", "j", at_s=90)  # moves the watermark past the wait ...
-    span(10, "web", "INTERNAL", "k", at_s=90)  # ... and the waiting clients give up here
+    span(8, "cart", "PRODUCER", "m", "c", labels={"messaging.system": "kafka", "messaging.destination.name": "mail"})
+    span(9, "web", "CLIENT", "i", "a")  # unanswered, no labels: unpaired
+    assert list(state.clients) == ["f", "m", "i"] and not state.servers
+    span(10, "web", "INTERNAL", "j", at_s=90)  # moves the watermark past the wait ...
+    span(11, "web", "INTERNAL", "k", at_s=90)  # ... and the waiting clients give up here
     cells = {key[1:]: cell for w in state.windows() for key, cell in w.cells.items() if key[0] == SCOPE_EDGE}
     counts = {(caller, callee): cell.request_count for (caller, _, callee), cell in cells.items()}
     assert counts == {("user", "web"): 1, ("web", "cart"): 2, ("cart", "redis"): 1, ("cart", "mailer"): 1,
-                      ("web", ""): 1}
+                      ("cart", "kafka/mail"): 1, ("web", ""): 1}
     web_cart = cells[("web", "production", "cart")]
     assert web_cart.error_count == 1 and web_cart.duration_max == 40.0 and web_cart.duration_min == 20.0
     assert state.tally.unpaired == 1 and not state.clients and not state.servers
