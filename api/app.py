@@ -21,6 +21,7 @@ from panopticon.api.resources.red_routes import EndpointsResource, MetricsResour
 from panopticon.api.resources.service_map import DependenciesResource, ServiceMapResource
 from panopticon.api.resources.system import HealthResource, OpenApiResource, PrometheusResource
 from panopticon.api.resources.traces import EndpointTracesResource, ServiceTracesResource, TraceResource
+from panopticon.api.resources.ui import UiConfigResource, UiFilesResource, ui_files
 from panopticon.api.search import Search
 from panopticon.api.service_map import RollupServiceMap, ServiceMapSource
 from panopticon.common.settings import Settings
@@ -77,7 +78,16 @@ def create_app(settings: Settings, search: Search, red: RedSource | None = None,
     app.add_route("/health", HealthResource(search))
     app.add_route("/metrics", PrometheusResource(metrics))
     app.add_route("/openapi.json", OpenApiResource(openapi.build(routes)))
+    add_ui_routes(app, settings)
     return app
+
+
+def add_ui_routes(app: WsgiApp, settings: Settings) -> None:
+    """The web UI: ``/`` (index.html), ``/ui/{name}`` (its files) and ``/ui/config.json``."""
+    files = UiFilesResource(ui_files())
+    app.add_route("/", files)
+    app.add_route("/ui/{name:path}", files)
+    app.add_route("/ui/config.json", UiConfigResource(settings))
 
 
 def build_search(settings: Settings) -> Search:

@@ -73,15 +73,17 @@ class Cors:
 
 class BearerAuth:
     """With API_AUTH_TOKEN set, every request needs ``Authorization: Bearer <token>`` (compared in constant
-    time), except ``/health``, ``/metrics`` and CORS preflights (browsers send those without credentials)."""
+    time), except ``/health``, ``/metrics``, CORS preflights (browsers send those without credentials) and the web
+    UI's files (``/`` and ``/ui/...``: the page must load to ask for the token; it holds no data)."""
 
-    OPEN = frozenset({"/health", "/metrics"})
+    OPEN = frozenset({"/health", "/metrics", "/"})
+    OPEN_PREFIX = "/ui/"
 
     def __init__(self, token: str) -> None:
         self._token = token
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.method == "OPTIONS" or req.path in self.OPEN:
+        if req.method == "OPTIONS" or req.path in self.OPEN or req.path.startswith(self.OPEN_PREFIX):
             return
         if not token_matches(bearer(req.get_header("Authorization")), self._token):
             raise falcon.HTTPUnauthorized(challenges=["Bearer"])

@@ -108,6 +108,8 @@ def main() -> int:
 def print_banner(settings: Settings, brokers: str, rate: str, otlp_rate: str) -> None:
     api, bridge, ws = settings.port, settings.error_stream_port, settings.error_stream_ws_path
     print(f"""
+  Web UI           http://127.0.0.1:{api}/
+
 Panopticon is running (loadgen at {rate} records/s). Logs: {LOG_DIR}/
 
   Query API        http://127.0.0.1:{api}/query/services

@@ -14,6 +14,7 @@ from panopticon.common.rollup_reader import RedTotals
 
 SORT_KEYS = ("request_count", "latency_p95_ms", "error_rate")
 METRICS = ("http_requests_total", "latency_p95_ms", "latency_p90_ms", "latency_p50_ms", "error_rate")
+ON_REQUEST = ("latency_p99_ms",)  # answered only when asked for by `metric` (the default list stays as it was)
 
 ENVIRONMENT = p.Environment("environment", "Environment; normalized like ingest (`prod` = `production`).")
 NAME_FILTER = p.Text("name_filter", "Case-insensitive substring of the name.", max_length=256)
@@ -33,6 +34,7 @@ def metric_value(totals: RedTotals, metric: str) -> float:
         "latency_p95_ms": totals.p95_ms,
         "latency_p90_ms": totals.p90_ms,
         "latency_p50_ms": totals.p50_ms,
+        "latency_p99_ms": totals.p99_ms,
         "error_rate": totals.error_rate,
     }
     return values[metric]
@@ -75,7 +77,8 @@ class MetricsResource(Resource):
     SUMMARY = "RED time series of a service, one point per interval across the range (empty buckets are 0)."
     RESPONSE = list[Series]
     TIMES = p.Times(window_ms=15 * 60_000)
-    METRIC = p.Choice("metric", "Only this series (default: all, in this order).", choices=METRICS)
+    METRIC = p.Choice("metric", "Only this series (default: all but `latency_p99_ms`, in this order).",
+                      choices=METRICS + ON_REQUEST)
     INTERVAL = p.Interval("interval", "Bucket width such as `30s`, `5m`, `1h`; otherwise automatic by range.")
     PARAMS = (METRIC, TIMES, ENVIRONMENT, INTERVAL)
 
