@@ -53,7 +53,7 @@ class Half:
     environment: str
     duration_ms: float
     error: bool
-    peer: str = ""  # a client's callee as its labels name it: a virtual node ("" when they name none)
+    labels: Mapping[str, LabelValue]  # a client's, to name its callee should no span answer it
 
 
 @dataclass(slots=True)
@@ -109,15 +109,16 @@ class Window:
         self.hold_offset, self.hold_watermark = self.first_offset, self.watermark_at_open
 
     def add_call(self, caller: str, environment: str, callee: str, duration_ms: float, is_error: bool,
-                 first: Half) -> None:
+                 first_offset: int, first_watermark: int) -> None:
+        """A call whose earliest half is the record at ``first_offset`` (the watermark before it given)."""
         key = (SCOPE_EDGE, caller, environment, callee)
         cell = self.cells.get(key)
         if cell is None:
             cell = self.cells[key] = RollupCell()
         cell.add(duration_ms, is_error)
         self.count += 1
-        if first.offset < self.hold_offset:
-            self.hold_offset, self.hold_watermark = first.offset, first.watermark
+        if first_offset < self.hold_offset:
+            self.hold_offset, self.hold_watermark = first_offset, first_watermark
 
     def add(self, service: str, environment: str, endpoint: str, duration_ms: float, is_error: bool) -> None:
         cells = self.cells
@@ -143,13 +144,14 @@ class PartitionRollups:
     clients: OrderedDict[str, Half] = field(default_factory=OrderedDict)  # by span_id, in offset order
     servers: OrderedDict[str, Half] = field(default_factory=OrderedDict)  # by parent_span_id, in offset order
     tally: CallTally = field(default_factory=CallTally)
+    due: int = 2**63  # the watermark at which the oldest waiting half gives up
 
     def horizon(self) -> int:
         """Minutes at or before this are closed for on-time records."""
         return self.watermark - self.grace_ms - MINUTE_MS
 
     def add(self, offset: int, doc: SpanDoc, event_ms: int, kafka_ms: int) -> None:
-        if self.clients or self.servers:
+        if self.watermark >= self.due:
             self._expire(offset)
         kind = doc.kind
         if kind == "SERVER":
@@ -164,37 +166,48 @@ class PartitionRollups:
 
     def _pair(self, offset: int, doc: SpanDoc, event_ms: int, deadline: int) -> None:
         """A call's half: counted with its other half if that came first, else left waiting for it."""
+        watermark = self.watermark
         if doc.kind in CALLEES:
-            half = Half(offset, self.watermark, deadline, event_ms, doc.service_name, doc.environment,
-                        doc.duration_ms, doc.status == "ERROR")
             parent = doc.parent_span_id
-            if not parent:
-                self._call(offset, USER, half.environment, half.service, half, half)
+            client = self.clients.pop(parent, None) if parent else None
+            if client is not None:
+                self._call(offset, client.service, client.environment, doc.service_name, client.event_ms,
+                           client.duration_ms, client.error or doc.status == "ERROR", client.offset,
+                           client.watermark)
+            elif not parent:
+                self._call(offset, USER, doc.environment, doc.service_name, event_ms, doc.duration_ms,
+                           doc.status == "ERROR", offset, watermark)
             else:
-                client = self.clients.pop(parent, None)
-                if client is None:
-                    self._wait(self.servers, parent, half, offset)
-                else:
-                    self._call(offset, client.service, client.environment, half.service, client, half)
+                self._wait(self.servers, parent, Half(offset, watermark, deadline, event_ms, doc.service_name,
+                                                      doc.environment, doc.duration_ms, doc.status == "ERROR", {}),
+                           offset)
+            return
+        labels = doc.labels
+        if labels and "db.system" in labels:  # databases are not instrumented: no span will answer
+            self._call(offset, doc.service_name, doc.environment, peer_of(labels), event_ms, doc.duration_ms,
+                       doc.status == "ERROR", offset, watermark)
+            return
+        server = self.servers.pop(doc.span_id, None)
+        if server is None:
+            self._wait(self.clients, doc.span_id, Half(offset, watermark, deadline, event_ms, doc.service_name,
+                                                       doc.environment, doc.duration_ms, doc.status == "ERROR",
+                                                       labels), offset)
         else:
-            half = Half(offset, self.watermark, deadline, event_ms, doc.service_name, doc.environment,
-                        doc.duration_ms, doc.status == "ERROR", peer_of(doc.labels))
-            server = self.servers.pop(doc.span_id, None)
-            if server is None:
-                self._wait(self.clients, doc.span_id, half, offset)
-            else:
-                self._call(offset, half.service, half.environment, server.service, half, server)
+            self._call(offset, doc.service_name, doc.environment, server.service, event_ms, doc.duration_ms,
+                       doc.status == "ERROR" or server.error, server.offset, server.watermark)
 
-    def _call(self, offset: int, caller: str, environment: str, callee: str, client: Half, server: Half) -> None:
+    def _call(self, offset: int, caller: str, environment: str, callee: str, event_ms: int, duration_ms: float,
+              error: bool, first_offset: int, first_watermark: int) -> None:
         """One call, counted in the client's minute with the client's duration (the server's when the caller is
-        the virtual ``user``); an error on either side makes it an error."""
-        window = self._window(offset, client.event_ms)
-        first = client if client.offset <= server.offset else server
-        window.add_call(caller, environment, callee, client.duration_ms, client.error or server.error, first)
+        the virtual ``user``); an error on either side makes it an error. Its earliest half is ``first_offset``."""
+        window = self._window(offset, event_ms)
+        window.add_call(caller, environment, callee, duration_ms, error, first_offset, first_watermark)
         window.last_offset = offset
 
     def _wait(self, store: OrderedDict[str, Half], key: str, half: Half, offset: int) -> None:
         store[key] = half
+        if half.deadline < self.due:
+            self.due = half.deadline
         if len(store) > self.waiting_max:
             self.tally.evicted += 1
             self._give_up(store, store.popitem(last=False)[1], offset)
@@ -202,23 +215,29 @@ class PartitionRollups:
     def _expire(self, offset: int) -> None:
         """Halves whose other half did not come while the watermark moved SERVICE_MAP_WAIT_MS on: late spans wait
         as long as timely ones. Judged by the watermark before this record, so a replay gives up at the same
-        record; deadlines grow in arrival order, so only the oldest halves need a look."""
+        record; deadlines grow in arrival order, so only the oldest halves need a look (and only once the
+        oldest is ``due``)."""
         watermark = self.watermark
+        due = 2**63
         for store in (self.clients, self.servers):
             while store:
                 half = next(iter(store.values()))
                 if half.deadline > watermark:
+                    due = min(due, half.deadline)
                     break
                 store.popitem(last=False)
                 self._give_up(store, half, offset)
+        self.due = due
 
     def _give_up(self, store: OrderedDict[str, Half], half: Half, offset: int) -> None:
         """A client without its server is a call to the node its labels name, or unpaired (callee ""); a server
         without its client (its parent was not a CLIENT span, or came too late) is no call."""
         if store is self.clients:
-            if not half.peer:
+            peer = peer_of(half.labels)
+            if not peer:
                 self.tally.unpaired += 1
-            self._call(offset, half.service, half.environment, half.peer, half, half)
+            self._call(offset, half.service, half.environment, peer, half.event_ms, half.duration_ms, half.error,
+                       half.offset, half.watermark)
 
     def _window(self, offset: int, event_ms: int) -> Window:
         minute = event_ms - event_ms % MINUTE_MS
