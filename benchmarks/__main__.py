@@ -34,12 +34,17 @@ class Bench:
 BENCHES = [
     # every benchmark but core starts its own local stack (Kafka + OpenSearch JVMs, 10-30 s here)
     Bench("core", "benchmarks.bench_core", limit_s=300),
+    # OpenTelemetry input: the three input paths per CPU-second (no servers, ~15 s), then the OTLP/HTTP receiver
+    # at 16 clients on its own Kafka (stack start 10-30 s + 23 s of load); ~1.5 min (quick: ~1 min)
+    Bench("otlp", "benchmarks.bench_otlp", limit_s=300),
     # 1M-record backlog: preload, 5 runs capped at 120 s each (sink w1/w2, naive, OpenSearch w1/w2), the outage
     # run; ~12-15 min estimated on the 2-vCPU VM (quick: 100 s)
     Bench("e2e", "benchmarks.bench_e2e", limit_s=1500),
     Bench("local", "benchmarks.bench_local", limit_s=420),
     Bench("freshness", "benchmarks.bench_freshness", limit_s=300),
-    Bench("bridge", "benchmarks.bench_bridge", limit_s=420),  # another engineer's module
+    Bench("bridge", "benchmarks.bench_bridge", limit_s=420),
+    # the service map: engine events per CPU-second with and without edges (~1 min), then the 14-day map route
+    Bench("service_map", "benchmarks.bench_service_map", limit_s=420),
     # another engineer's module: writes 24 h of rollups into OpenSearch first, so it runs only when asked
     # for: --only rollup_reads
     Bench("rollup_reads", "benchmarks.rollup_reads", quick_flag=False, in_quick=False, in_full=False, limit_s=900),
