@@ -35,7 +35,7 @@ BENCHES = [
     # every benchmark but core starts its own local stack (Kafka + OpenSearch JVMs, 10-30 s here)
     Bench("core", "benchmarks.bench_core", limit_s=300),
     # OpenTelemetry input: the three input paths per CPU-second (no servers, ~15 s), then the OTLP/HTTP receiver
-    # at 16 clients on its own Kafka (stack start 10-30 s + 23 s of load); ~1.5 min (quick: ~1 min)
+    # at 16 clients on its own Kafka (stack start 10-30 s + 23 s of load); 40-60 s here (quick: ~20 s)
     Bench("otlp", "benchmarks.bench_otlp", limit_s=300),
     # 1M-record backlog: preload, 5 runs capped at 120 s each (sink w1/w2, naive, OpenSearch w1/w2), the outage
     # run; ~12-15 min estimated on the 2-vCPU VM (quick: 100 s)

@@ -20,7 +20,7 @@ of the whole decode is the mapping's; the rest is the engine's refine + encode o
 
 Receiver (real servers): the local stack (its OpenSearch is stopped once up: the receiver only produces to
 Kafka), topics with names of their own, ``python -m panopticon ingest`` with its default workers and threads
-(``INGEST_WORKERS`` 1, ``INGEST_THREADS`` 8), then 16 client threads in this process, each POSTing protobuf
+(``INGEST_WORKERS`` 2, ``INGEST_THREADS`` 8), then 16 client threads in this process, each POSTing protobuf
 100-span requests to ``/v1/traces`` over its own keep-alive connection (``http.client``), back to back, for
 ``--duration`` seconds after a warm-up. Accepted spans count 200 answers (less any ``partial_success``
 rejections); latency is from the request's first byte sent to the answer read. CPU-seconds per 100k accepted
