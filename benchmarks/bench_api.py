@@ -32,7 +32,6 @@ import http.client
 import queue
 import random
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +46,7 @@ from urllib.parse import quote, urlencode
 import msgspec
 
 from benchmarks.report import Report, Target
-from benchmarks.rig import Group, local_stack
+from benchmarks.rig import Group, local_stack, start_server
 from panopticon.common.clients import opensearch_client
 from panopticon.common.clock import format_timestamp
 from panopticon.common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames, index_settings
@@ -64,7 +63,7 @@ from panopticon.common.rollup import (
 from panopticon.common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS
 from panopticon.common.schema import SpanDoc
 from panopticon.common.settings import load_settings
-from panopticon.devtools.stack import LocalStack, free_port
+from panopticon.devtools.stack import LocalStack
 from panopticon.devtools.traffic import generate
 from panopticon.engine.compactor import compact_hours
 from panopticon.engine.decode import EventDecoder
@@ -484,23 +483,7 @@ def drain(client: Any, limit_s: float = 180.0) -> float:
 
 
 def start_api(env: dict[str, str], log_dir: Path) -> tuple[Group, int]:
-    port = free_port()
-    api = Group([sys.executable, "-m", "panopticon", "api", "--bind", f"127.0.0.1:{port}"],
-                {**env, "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "prom")}, log_dir / "api.log")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return api, port
-        except OSError:
-            pass
-        if not api.alive():
-            break
-        time.sleep(0.3)
-    api.stop()
-    raise RuntimeError(f"the API did not come up; see {log_dir / 'api.log'}")
+    return start_server("api", env, log_dir)
 
 
 # ---------------------------------------------------------------- main

@@ -36,7 +36,6 @@ import http.client
 import math
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -53,12 +52,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from benchmarks.report import Report
-from benchmarks.rig import Group, GroupCpu, cpu_of, local_stack, scrape, shielded, topics_env
+from benchmarks.rig import Group, GroupCpu, cpu_of, local_stack, scrape, shielded, start_server, topics_env
 from panopticon.common import otlp
 from panopticon.common.indices import IndexNames
 from panopticon.common.settings import load_settings
 from panopticon.common.topics import create_topics
-from panopticon.devtools.stack import free_port
 from panopticon.devtools.traffic import Record, generate
 from panopticon.devtools.traffic.otlp import OtlpBatch
 from panopticon.engine.decode import EventDecoder
@@ -298,21 +296,7 @@ def accepted(status: int, data: bytes, spans: int) -> int:
 
 
 def start_ingest(env: dict[str, str], log_dir: Path) -> tuple[Group, int]:
-    port = free_port()
-    ingest = Group([sys.executable, "-m", "panopticon", "ingest", "--bind", f"127.0.0.1:{port}"],
-                   {**env, "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "prom")}, log_dir / "ingest.log")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and ingest.alive():
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return ingest, port
-        except OSError:
-            pass
-        time.sleep(0.3)
-    ingest.stop()
-    raise RuntimeError(f"the receiver did not come up; see {log_dir / 'ingest.log'}")
+    return start_server("ingest", env, log_dir)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -545,3 +545,25 @@ def bulk_figures(metrics: dict[str, float]) -> dict[str, float]:
             "latency_p50_le_ms": 1000 * quantile(0.5), "latency_p99_le_ms": 1000 * quantile(0.99),
             "bytes_per_request": metric_sum(metrics, "panopticon_engine_bulk_bytes_total") / requests
             if requests else float("nan")}
+
+
+def start_server(command: str, env: dict[str, str], log_dir: Path) -> tuple[Group, int]:
+    """``panopticon <command>`` (api, ingest) on a free port, its metrics in ``log_dir``; (group, port) once /health
+    answers 200."""
+    import http.client
+
+    port = free_port()
+    server = Group([sys.executable, "-m", "panopticon", command, "--bind", f"127.0.0.1:{port}"],
+                   {**env, "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "prom")}, log_dir / f"{command}.log")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.alive():
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return server, port
+        except OSError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"panopticon {command} did not come up; see {log_dir / f'{command}.log'}")
