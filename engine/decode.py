@@ -4,7 +4,9 @@ A record of the contract's topics is a JSON object or an array of objects. Every
 an invalid element is a reject (bound for the dead-letter topic) while its siblings are kept.
 A record of the OTLP topics is one OTLP export request (protobuf or OTLP/JSON, told apart by its first byte):
 ``common.otlp`` turns it into contract events, refined like array elements (many spans per record), then its
-exception logs; what it could not convert is one reject naming every reason.
+exception logs; what it could not convert is one reject naming every reason. Its events are dicts already within
+the contract's bounds: each is converted into the stored shape and completed in place, as clean JSON records are,
+and only those that do not fit take the general path.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class EventDecoder:
             LOG: msgspec.json.Decoder(StoredLog | list[StoredLog]).decode,
             SPAN: msgspec.json.Decoder(StoredSpan | list[StoredSpan]).decode,
         }
+        self._stored_types: dict[int, type[StoredLog] | type[StoredSpan]] = {LOG: StoredLog, SPAN: StoredSpan}
         self._encoder = msgspec.json.Encoder()
         self._refiner = Refiner()
         self._names = names
@@ -154,26 +157,34 @@ class EventDecoder:
         array = isinstance(stored, list)
         events: list[StoredLog] | list[StoredSpan] | tuple[StoredLog | StoredSpan] = stored if isinstance(
             stored, list) else (stored,)
-        encode = self._encoder.encode
         for i, event in enumerate(events):
-            if isinstance(event, StoredSpan):
-                epoch_ms = self._refiner.complete_span(event, default_ms, now_ms)
-                if epoch_ms is None:
-                    return None
-                doc_id = span_doc_id(event.trace_id, event.span_id)
-                error_log = False
-            else:
-                epoch_ms = self._refiner.complete_log(event, default_ms, now_ms)
-                if epoch_ms is None:
-                    return None
-                doc_id = log_doc_id(topic, partition, offset, i if array else None)
-                error_log = event.level in ERROR_LEVELS
-            index_key, action_start = self._index(kind, epoch_ms)
-            doc = encode(event)  # b'{"timestamp":...': timestamp is the structs' first field, stored as @timestamp
-            line = action_start + doc_id.encode() + b'"}}\n{"@' + doc[2:] + b"\n"
-            entries.append(Entry(line, kind, i if array else None, error_log, index_key, event, epoch_ms))
-            size += len(line)
+            entry = self._stored_entry(kind, topic, partition, offset, event, i if array else None, default_ms,
+                                       now_ms)
+            if entry is None:
+                return None
+            entries.append(entry)
+            size += len(entry.line)
         return Decoded(entries, [], 0, size)
+
+    def _stored_entry(self, kind: int, topic: str, partition: int, offset: int, event: StoredLog | StoredSpan,
+                      array_index: int | None, default_ms: int, now_ms: int) -> Entry | None:
+        """A clean event completed in place and encoded as its document; None when it needs the general path."""
+        if isinstance(event, StoredSpan):
+            epoch_ms = self._refiner.complete_span(event, default_ms, now_ms)
+            if epoch_ms is None:
+                return None
+            doc_id = span_doc_id(event.trace_id, event.span_id)
+            error_log = False
+        else:
+            epoch_ms = self._refiner.complete_log(event, default_ms, now_ms)
+            if epoch_ms is None:
+                return None
+            doc_id = log_doc_id(topic, partition, offset, array_index)
+            error_log = event.level in ERROR_LEVELS
+        index_key, action_start = self._index(kind, epoch_ms)
+        doc = self._encoder.encode(event)  # b'{"timestamp":...': the structs' first field, stored as @timestamp
+        line = action_start + doc_id.encode() + b'"}}\n{"@' + doc[2:] + b"\n"
+        return Entry(line, kind, array_index, error_log, index_key, event, epoch_ms)
 
     def _general(self, kind: int, topic: str, partition: int, offset: int, value: bytes,
                  default_ms: int, now_ms: int) -> Decoded:
@@ -206,14 +217,31 @@ class EventDecoder:
             out.rejects.append(Reject("not_otlp", str(exc)))
             return out
         for i, span in enumerate(converted.spans):
-            self._untyped(out, SPAN, topic, partition, offset, span, i, default_ms, now_ms)
+            self._otlp_event(out, SPAN, topic, partition, offset, span, i, default_ms, now_ms)
         first_log = len(converted.spans)  # log ids: (topic, partition, offset, position in the request)
         for i, event in enumerate(converted.logs):
-            self._untyped(out, LOG, topic, partition, offset, event, first_log + i, default_ms, now_ms)
+            self._otlp_event(out, LOG, topic, partition, offset, event, first_log + i, default_ms, now_ms)
         if converted.rejected:
             out.rejects.append(Reject("otlp_item", f"{converted.rejected} items not converted: "
                                                    + "; ".join(converted.reasons)))
         return out
+
+    def _otlp_event(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
+                    array_index: int | None, default_ms: int, now_ms: int) -> None:
+        """A converted OTLP event: most fit the stored shape (``common.otlp`` keeps labels within the contract's
+        bounds) and are completed as a clean contract record's events are; the others (an environment not seen
+        yet, a service name to trim) take the general path, which yields the same document. Takes the arguments of
+        ``_untyped``."""
+        try:
+            stored = msgspec.convert(event, self._stored_types[kind])
+        except msgspec.ValidationError:
+            stored = None
+        entry = None if stored is None else self._stored_entry(kind, topic, partition, offset, stored, array_index,
+                                                               default_ms, now_ms)
+        if entry is None:
+            self._untyped(out, kind, topic, partition, offset, event, array_index, default_ms, now_ms)
+        else:
+            out.add(entry)
 
     def _untyped(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
                  array_index: int | None, default_ms: int, now_ms: int) -> None:

@@ -10,13 +10,19 @@ import msgspec
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from panopticon.common import normalize as common_normalize
 from panopticon.common.indices import LOGS, IndexNames
+from panopticon.common.normalize import StoredLog, StoredSpan
+from panopticon.common.schema import LogDoc, SpanDoc
 from panopticon.engine import decode as engine_decode
 from panopticon.engine.batch import LOG, SPAN
 from panopticon.engine.decode import Decoded, EventDecoder, log_doc_id, span_doc_id
 from tests import otlp_requests
+from tests.test_otlp import attrs, keys, log_requests, raw_values, trace_requests
 
 SAMPLES = Path(__file__).resolve().parent / "samples"  # the ingest contract's samples, kept in the repo
 NOW = 1_795_773_601_000
@@ -251,9 +257,16 @@ def test_decoding_writes_no_module_level_state() -> None:
     assert [module_state(common_normalize), module_state(engine_decode)] == before
 
 
-def otlp_decoder() -> EventDecoder:
-    return EventDecoder(IndexNames("p-"), "apm.logs", "apm.spans", 1 << 20, otlp_span_topic="otlp_spans",
-                        otlp_log_topic="otlp_logs", default_environment="unknown")
+def otlp_decoder(cls: type[EventDecoder] = EventDecoder) -> EventDecoder:
+    return cls(IndexNames("p-"), "apm.logs", "apm.spans", 1 << 20, otlp_span_topic="otlp_spans",
+               otlp_log_topic="otlp_logs", default_environment="unknown")
+
+
+class GeneralOtlpDecoder(EventDecoder):
+    """The OTLP topics without the stored path: every converted event is refined by the general path."""
+
+    def _otlp_event(self, *args: object) -> None:
+        self._untyped(*args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("encoding", ["proto", "json"])
@@ -291,3 +304,91 @@ def test_arbitrary_bytes_on_the_otlp_topics_never_escape(value: bytes, topic: st
     out = otlp_decoder().decode(topic, 0, 7, value, NOW, NOW)  # an empty request is valid and holds nothing
     for reject in out.rejects:
         assert reject.reason and reject.detail
+
+
+# Converted OTLP events take the stored path (msgspec.convert into StoredSpan / StoredLog, completed in place) and
+# leave it for the general one when they do not fit: either way, the documents are the general path's.
+otlp_label_keys = keys | st.sampled_from(["bad key", "bad_key", "k" * 130, "ünï", "host", "deployment.environment"])
+otlp_attributes = st.one_of(
+    st.dictionaries(otlp_label_keys, raw_values | st.just(AnyValue()), max_size=8),
+    st.just({f"k{i}": i for i in range(70)}),  # more than 64 labels
+    st.dictionaries(st.sampled_from(["service.name", "deployment.environment.name"]),
+                    st.sampled_from(["cart", " cart ", "prod", "Production", " Staging ", "qa", "\u3000x"]),
+                    max_size=2),
+)
+
+
+@st.composite
+def varied_otlp_requests(draw: st.DrawFn) -> tuple[str, ExportTraceServiceRequest | ExportLogsServiceRequest]:
+    """The builders' requests, their resources, scopes, spans, exception events and log records given drawn
+    attributes."""
+    def more(attributes: object) -> None:
+        attributes.extend(attrs(draw(otlp_attributes)))  # type: ignore[attr-defined]
+
+    def scope(group: object) -> None:
+        group.scope.name = draw(st.sampled_from(["", "lib", "x" * 300]))  # type: ignore[attr-defined]
+
+    first, count = draw(st.integers(0, 5)), draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        traces = otlp_requests.traces(first, count)
+        for resource_spans in traces.resource_spans:
+            more(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                scope(scope_spans)
+                for span in scope_spans.spans:
+                    more(span.attributes)
+                    for event in span.events:
+                        more(event.attributes)
+        return "otlp_spans", traces
+    logs = otlp_requests.logs(first, count)
+    for resource_logs in logs.resource_logs:
+        more(resource_logs.resource.attributes)
+        for scope_logs in resource_logs.scope_logs:
+            scope(scope_logs)
+            for record in scope_logs.log_records:
+                more(record.attributes)
+    return "otlp_logs", logs
+
+
+any_otlp_requests = st.one_of(varied_otlp_requests(), st.tuples(st.just("otlp_spans"), trace_requests),
+                              st.tuples(st.just("otlp_logs"), log_requests))
+
+
+@given(any_otlp_requests, st.sampled_from(["proto", "json"]))
+@settings(max_examples=300, deadline=None)
+def test_the_otlp_stored_path_equals_the_general_path(
+        case: tuple[str, ExportTraceServiceRequest | ExportLogsServiceRequest], encoding: str) -> None:
+    topic, request = case
+    value = request.SerializeToString() if encoding == "proto" else otlp_requests.otlp_json(request)
+    fast_decoder, general_decoder = otlp_decoder(), otlp_decoder(GeneralOtlpDecoder)
+    for _ in range(2):  # the second time, the refiner's caches are warm (environments, label keys)
+        fast = fast_decoder.decode(topic, 1, 7, value, NOW, NOW)
+        general = general_decoder.decode(topic, 1, 7, value, NOW, NOW)
+        assert as_sent(fast) == as_sent(general)
+        assert [e.kind for e in fast.entries] == [e.kind for e in general.entries]
+        assert fast.size == general.size
+    assert all(isinstance(e.event, SpanDoc | LogDoc) for e in general.entries)
+
+
+@pytest.mark.parametrize(("resource", "stored"), [
+    ({}, True),
+    ({"host.name": "web-1", "bad key": "v", "bad_key": "w"}, True),  # label keys to clean: cleaned in place
+    ({"service.name": " cart "}, False),  # a name to trim: the general path trims it
+], ids=["clean", "label-keys", "padded-service"])
+@pytest.mark.parametrize("topic", ["otlp_spans", "otlp_logs"])
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_otlp_events_take_the_stored_path_once_their_environment_is_known(
+        resource: dict[str, str], stored: bool, topic: str, encoding: str) -> None:
+    request = otlp_requests.traces(0, 3) if topic == "otlp_spans" else otlp_requests.logs(0, 4)
+    groups = request.resource_spans if isinstance(request, ExportTraceServiceRequest) else request.resource_logs
+    for group in groups:
+        group.resource.attributes.extend(attrs(resource))
+    value = request.SerializeToString() if encoding == "proto" else otlp_requests.otlp_json(request)
+    d = otlp_decoder()
+    first = d.decode(topic, 0, 1, value, NOW, NOW).entries
+    assert isinstance(first[0].event, SpanDoc | LogDoc)  # the first sight of "prod" goes general
+    out = d.decode(topic, 0, 2, value, NOW, NOW)
+    assert not out.rejects and len(out.entries) == len(first) == (10 if topic == "otlp_spans" else 4)
+    expected = (StoredSpan, StoredLog) if stored else (SpanDoc, LogDoc)
+    assert all(isinstance(e.event, expected) for e in out.entries), [type(e.event) for e in out.entries]
+    assert [e.error_log for e in out.entries] == [e.error_log for e in first]
