@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 
 
-class LoopThread:
+class LoopThread(ABC):
     """One daemon thread running ``_run``, which returns once ``_stop`` is set.
 
     ``close`` only asks (it never blocks); ``join`` waits for the thread to end."""
@@ -23,5 +24,6 @@ class LoopThread:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The loop, until ``_stop`` is set."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import falcon
@@ -22,7 +23,7 @@ TIMES = p.Times(window_ms=15 * 60_000)
 PAGE = p.Int("page", "Page number, from 1.", default=1, minimum=1, maximum=10_000)
 
 
-class SearchResource(Resource):
+class SearchResource(Resource, ABC):
     """A search route: the filters of ``query``, then one page of hits in the asked order, with the exact total."""
 
     INDEX: ClassVar[str]
@@ -32,8 +33,9 @@ class SearchResource(Resource):
     SIZE: ClassVar[p.Int]
     SORT: ClassVar[p.Choice]
 
+    @abstractmethod
     def query(self, req: falcon.Request, window: TimeRange) -> q.Query:
-        raise NotImplementedError
+        """The route's filters."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         window = TIMES.parse(req, self.deps.now_ms())
