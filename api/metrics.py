@@ -1,6 +1,6 @@
 """Prometheus metrics of the API: requests and latency per route, method and status.
 
-Under gunicorn the launcher sets ``PROMETHEUS_MULTIPROC_DIR`` before Python starts (``api.main``); each worker
+Under gunicorn the launcher sets ``PROMETHEUS_MULTIPROC_DIR`` before Python starts (``common.serving``); each worker
 then writes its own mmap files and the exposition merges them at scrape time. Without it (tests, a single
 process) the app's own registry is exposed.
 
