@@ -216,6 +216,13 @@ class Store:
         time.sleep(1.0)  # anything beyond the expected count would be a duplicate: give it a moment to show
         return self.count(kind)
 
+    def reach(self, kind: str, count: int, timeout_s: float = 120.0) -> None:
+        """Wait until at least ``count`` documents of a kind are stored, or ``timeout_s`` passed: for acting
+        mid-stream (a kill, a SIGTERM). Not `eventually`: the act comes anyway, and the test's checks judge."""
+        deadline = time.monotonic() + timeout_s
+        while self.count(kind) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def ids_exist(self, kind: str, index_ids: list[tuple[str, str]]) -> int:
         docs = [{"_index": index, "_id": doc_id} for index, doc_id in index_ids]
         answer = self.client.mget(body={"docs": docs})
