@@ -50,7 +50,6 @@ from benchmarks.rig import Group, local_stack, start_server
 from panopticon.common.clients import opensearch_client
 from panopticon.common.clock import format_timestamp
 from panopticon.common.indices import LOGS, METRICS_1H, METRICS_1M, TRACES, IndexCreator, IndexNames, index_settings
-from panopticon.common.normalize import StoredSpan
 from panopticon.common.rollup import (
     SCOPE_ENDPOINT,
     SCOPE_SERVICE,
@@ -63,6 +62,7 @@ from panopticon.common.rollup import (
 from panopticon.common.rollup_reader import DAY_MS, HOUR_MS, MINUTE_MS
 from panopticon.common.schema import SpanDoc
 from panopticon.common.settings import load_settings
+from panopticon.common.wire import StoredSpan
 from panopticon.devtools.stack import LocalStack
 from panopticon.devtools.traffic import generate
 from panopticon.engine.compactor import compact_hours

@@ -22,7 +22,7 @@ import msgspec
 from benchmarks.naive import NaiveRefiner
 from benchmarks.report import Report, Target
 from panopticon.common.indices import IndexNames
-from panopticon.common.normalize import StoredLog, StoredSpan
+from panopticon.common.wire import StoredLog, StoredSpan
 from panopticon.devtools.traffic import generate
 from panopticon.engine.decode import EventDecoder
 

@@ -9,10 +9,11 @@ import functools
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
 from panopticon.common.clock import MAX_EPOCH_MS, TimeFormatter, parse_timestamp
 from panopticon.common.schema import (
@@ -22,11 +23,10 @@ from panopticon.common.schema import (
     MAX_LABELS,
     STATUSES,
     LabelValue,
-    Log,
     LogDoc,
-    Span,
     SpanDoc,
 )
+from panopticon.common.wire import LOG_FIELDS, SPAN_FIELDS, LogEvent, SpanEvent, StoredLog, StoredSpan
 
 MAX_LABEL_KEY = 128
 MAX_CLEAN_KEYS = 4096  # label keys a refiner remembers as clean
@@ -49,7 +49,8 @@ class Invalid(Exception):
         self.path = path
 
 
-class Refined(msgspec.Struct):
+@dataclass(slots=True)
+class Refined:
     doc: LogDoc | SpanDoc
     epoch_ms: int
     dropped_keys: int
@@ -150,83 +151,6 @@ def refine_labels(labels: object, extra: Mapping[str, Any] | None = None) -> tup
         elif value is not None:
             dropped += 1
     return out, dropped
-
-
-# ---------------------------------------------------------------- events
-
-class LogEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A log event as producers send it. Lax fields are ``Any`` and checked by the refiner."""
-
-    type: Any = None
-    timestamp: Any = None
-    service_name: str | None = None
-    environment: str | None = None
-    level: str | None = None
-    message: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    http_method: str | None = None
-    http_path: str | None = None
-    http_status_code: Any = None
-    labels: Any = None
-
-
-class SpanEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A span event as producers send it."""
-
-    type: Any = None
-    timestamp: Any = None
-    service_name: str | None = None
-    environment: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    parent_span_id: str | None = None
-    name: str | None = None
-    kind: str | None = None
-    duration_ms: Any = None
-    status: str | None = None
-    http_method: str | None = None
-    http_path: str | None = None
-    http_status_code: Any = None
-    labels: Any = None
-
-
-LOG_FIELDS = frozenset(LogEvent.__struct_fields__)
-SPAN_FIELDS = frozenset(SpanEvent.__struct_fields__)
-
-
-# ---------------------------------------------------------------- the stored shape
-
-# Most events arrive already clean. These decode targets accept only such events, so msgspec checks most of
-# the rules in C while decoding (the bounds are the field types of ``common.schema``); the refiner then completes
-# them in place and they are encoded as the stored document. Any event outside this shape (an unknown key, a lax
-# value) fails to decode and takes the general path, which yields the same document or says what is wrong.
-
-class StoredLog(Log, kw_only=True, forbid_unknown_fields=True):
-    """A clean log event, completed in place into its stored document by ``Refiner.complete_log``.
-
-    Its fields are the log's; only what a wire event may carry differs: any ``timestamp`` and ``type`` (the
-    refiner sets both), a ``level`` spelled as stored, and none of the engine's own fields (``UnsetType``: an
-    event that carries one is not clean). ``timestamp`` stays the first field, so the encoded document starts
-    ``{"timestamp":`` and the decoder writes it as ``{"@timestamp":``.
-    """
-
-    timestamp: Any = None
-    level: Literal[LEVELS]  # type: ignore[valid-type]
-    ingested_at: UnsetType = UNSET
-    timestamp_defaulted: UnsetType = UNSET
-    type: Any = None
-
-
-class StoredSpan(Span, kw_only=True, forbid_unknown_fields=True):
-    """A clean span event, as ``StoredLog``; ``kind`` and ``status`` may be left out (the refiner fills them)."""
-
-    timestamp: Any = None
-    kind: Literal[KINDS] | UnsetType = UNSET  # type: ignore[valid-type, assignment]
-    status: Literal[STATUSES] | UnsetType = UNSET  # type: ignore[valid-type, assignment]
-    ingested_at: UnsetType = UNSET
-    timestamp_defaulted: UnsetType = UNSET
-    type: Any = None
 
 
 def invalid_from(error: msgspec.ValidationError) -> Invalid:

@@ -19,8 +19,9 @@ import msgspec
 
 from panopticon.common import otlp
 from panopticon.common.indices import LOGS, TRACES, IndexNames
-from panopticon.common.normalize import Invalid, LogEvent, Refiner, SpanEvent, StoredLog, StoredSpan, split
+from panopticon.common.normalize import Invalid, Refiner, split
 from panopticon.common.schema import ERROR_LEVELS, LogDoc, SpanDoc
+from panopticon.common.wire import LogEvent, SpanEvent, StoredLog, StoredSpan
 from panopticon.engine.batch import LOG, SPAN
 
 _DAY_MS = 86_400_000

@@ -16,8 +16,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from panopticon.common import normalize as common_normalize
 from panopticon.common.indices import LOGS, IndexNames
-from panopticon.common.normalize import StoredLog, StoredSpan
 from panopticon.common.schema import LogDoc, SpanDoc
+from panopticon.common.wire import StoredLog, StoredSpan
 from panopticon.engine import decode as engine_decode
 from panopticon.engine.batch import LOG, SPAN
 from panopticon.engine.decode import Decoded, EventDecoder, log_doc_id, span_doc_id

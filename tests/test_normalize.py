@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from panopticon.common.clock import format_timestamp, parse_timestamp
-from panopticon.common.normalize import LOG_FIELDS, Invalid, Refiner, normalize_environment
+from panopticon.common.normalize import Invalid, Refiner, normalize_environment
 from panopticon.common.schema import MAX_LABEL_VALUE, MAX_LABELS, LogDoc, SpanDoc
+from panopticon.common.wire import LOG_FIELDS
 
 NOW = 1_795_773_601_000  # 2026-11-27T...
 DEFAULT = NOW - 5

@@ -27,8 +27,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from panopticon.common import otlp
-from panopticon.common.normalize import LogEvent, Refiner, SpanEvent, split
+from panopticon.common.normalize import Refiner, split
 from panopticon.common.schema import LogDoc, SpanDoc
+from panopticon.common.wire import LogEvent, SpanEvent
 
 NOW = 1_795_773_601_000
 START = 1_795_773_600_123_456_789  # ns: 2026-11-27T10:00:00.123456789Z
