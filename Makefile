@@ -11,7 +11,10 @@ UI_STAMP := $(UI_VENDOR)/.built
 
 .PHONY: run test test-fast bench lint clean install ui
 
-$(STAMP): pyproject.toml
+# pip compiles the engine's hot modules with mypyc (setup.py); a change to one of them rebuilds.
+COMPILED_SOURCES := $(shell $(PYTHON) panopticon/_compiled.py)
+
+$(STAMP): pyproject.toml setup.py panopticon/_compiled.py $(COMPILED_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
@@ -32,8 +35,10 @@ $(UI_STAMP): ui/package.json ui/package-lock.json
 run: $(STAMP) $(UI_STAMP)
 	$(BIN)/python -m panopticon.devtools.run
 
+# The whole suite on the compiled build, then the tests that start no server on the pure-Python sources.
 test: $(STAMP) $(UI_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	PANOPTICON_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" tests
 
 test-fast: $(STAMP)  # the tests that start no server (no local stack): about half a minute
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" tests
@@ -42,8 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check panopticon/*.py common engine api bridge devtools ingest tests benchmarks
+	$(BIN)/ruff check setup.py panopticon/*.py common engine api bridge devtools ingest tests benchmarks
 	$(BIN)/mypy panopticon
 
 clean:
-	rm -rf $(VENV) .stack build *.egg-info ui/node_modules $(UI_VENDOR)
+	rm -rf $(VENV) .stack build *.egg-info ui/node_modules $(UI_VENDOR) panopticon/*.so common/*.so engine/*.so

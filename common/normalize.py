@@ -119,7 +119,9 @@ def _label_value(value: object) -> LabelValue | None:
         return None
     if isinstance(value, str):
         return value[:MAX_LABEL_VALUE]
-    if isinstance(value, (bool, int)):
+    if isinstance(value, bool):  # apart from int: compiled (mypyc), an `int` would turn True into 1
+        return value
+    if isinstance(value, int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)

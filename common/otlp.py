@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from panopticon.common.otlp_json import AnyValue, LogsRequest, TracesRequest
 from panopticon.common.schema import LEVELS, MAX_LABEL_VALUE, MAX_LABELS
 
 Encoding = Literal["proto", "json"]
@@ -35,119 +37,20 @@ UNKNOWN_SERVICE = "unknown_service"  # the OpenTelemetry SDKs' default service.n
 MAX_REASONS = 20
 
 
-class Converted(msgspec.Struct):
+@dataclasses.dataclass
+class Converted:
     spans: list[dict[str, Any]]  # contract span events (JSON-ready dicts)
     logs: list[dict[str, Any]]  # contract log events: the log records, then one ERROR log per "exception" span event
     rejected: int = 0  # spans / log records that could not be converted
-    reasons: list[str] = []  # why, one line per rejected item, at most MAX_REASONS kept
+    reasons: list[str] = dataclasses.field(default_factory=list)  # why, one line per rejected item, MAX_REASONS kept
 
 
 class Undecodable(ValueError):
     """The body is not an OTLP export request of that kind; the message says why (one line)."""
 
 
-# ---------------------------------------------------------------- OTLP/JSON, decoded into the proto's names
-
-class _Wire(msgspec.Struct, rename="camel"):
-    """OTLP/JSON: lowerCamelCase names; unknown fields are ignored."""
-
-
-class _AnyValue(_Wire):
-    string_value: str | None = None
-    bool_value: bool | None = None
-    int_value: int | None = None  # int64: a decimal string or a number (the decoder is lax)
-    double_value: float | None = None  # also "NaN", "Infinity"
-    array_value: _ArrayValue | None = None
-    kvlist_value: _KeyValueList | None = None
-    bytes_value: bytes | None = None  # base64, as the protobuf JSON mapping has it
-
-
-class _KeyValue(_Wire):
-    key: str = ""
-    value: _AnyValue | None = None
-
-
-class _ArrayValue(_Wire):
-    values: list[_AnyValue] = []
-
-
-class _KeyValueList(_Wire):
-    values: list[_KeyValue] = []
-
-
-class _Resource(_Wire):
-    attributes: list[_KeyValue] = []
-
-
-class _Scope(_Wire):
-    name: str = ""
-
-
-class _Status(_Wire):
-    message: str = ""
-    code: int | str = 0  # an integer, or the enum's name
-
-
-class _Event(_Wire):
-    time_unix_nano: int = 0
-    name: str = ""
-    attributes: list[_KeyValue] = []
-
-
-class _Span(_Wire):
-    trace_id: str | None = ""  # hex
-    span_id: str | None = ""
-    parent_span_id: str | None = ""
-    name: str = ""
-    kind: int | str = 0
-    start_time_unix_nano: int = 0
-    end_time_unix_nano: int = 0
-    attributes: list[_KeyValue] = []
-    events: list[_Event] = []
-    status: _Status = msgspec.field(default_factory=_Status)
-
-
-class _ScopeSpans(_Wire):
-    scope: _Scope = msgspec.field(default_factory=_Scope)
-    spans: list[_Span] = []
-
-
-class _ResourceSpans(_Wire):
-    resource: _Resource = msgspec.field(default_factory=_Resource)
-    scope_spans: list[_ScopeSpans] = []
-
-
-class _TracesRequest(_Wire):
-    resource_spans: list[_ResourceSpans] = []
-
-
-class _LogRecord(_Wire):
-    time_unix_nano: int = 0
-    observed_time_unix_nano: int = 0
-    severity_number: int | str = 0
-    severity_text: str = ""
-    body: _AnyValue | None = None
-    attributes: list[_KeyValue] = []
-    trace_id: str | None = ""
-    span_id: str | None = ""
-
-
-class _ScopeLogs(_Wire):
-    scope: _Scope = msgspec.field(default_factory=_Scope)
-    log_records: list[_LogRecord] = []
-
-
-class _ResourceLogs(_Wire):
-    resource: _Resource = msgspec.field(default_factory=_Resource)
-    scope_logs: list[_ScopeLogs] = []
-
-
-class _LogsRequest(_Wire):
-    resource_logs: list[_ResourceLogs] = []
-
-
-_json_traces = msgspec.json.Decoder(_TracesRequest, strict=False).decode
-_json_logs = msgspec.json.Decoder(_LogsRequest, strict=False).decode
+_json_traces = msgspec.json.Decoder(TracesRequest, strict=False).decode
+_json_logs = msgspec.json.Decoder(LogsRequest, strict=False).decode
 _json_encode = msgspec.json.Encoder().encode
 
 # A key in snake_case (the proto's own names, which protobuf JSON parsers also accept). In valid JSON a quote after
@@ -245,7 +148,7 @@ def _value(value: Any) -> Any:
     None when unset."""
     if value is None:
         return None
-    if type(value) is _AnyValue:
+    if type(value) is AnyValue:
         return _json_value(value)
     which = value.WhichOneof("value")
     if which == "string_value":
@@ -267,7 +170,7 @@ def _value(value: Any) -> Any:
     return None  # string_value_strindex: a reference into a profiles dictionary, not a value here
 
 
-def _json_value(value: _AnyValue) -> Any:
+def _json_value(value: AnyValue) -> Any:
     if value.string_value is not None:
         return value.string_value
     if value.int_value is not None:

@@ -90,7 +90,8 @@ class EventDecoder:
     codecs and the refiner's caches."""
 
     def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int, *,
-                 otlp_span_topic: str = "", otlp_log_topic: str = "", default_environment: str = "unknown") -> None:
+                 otlp_span_topic: str = "", otlp_log_topic: str = "", default_environment: str = "unknown",
+                 otlp_stored_path: bool = True) -> None:
         self._decode = msgspec.json.Decoder().decode
         # The common case, decoded straight into the stored shape; anything else takes the general path.
         self._stored = {
@@ -106,6 +107,7 @@ class EventDecoder:
         self._otlp = {topic: (kind, convert) for topic, kind, convert in (
             (otlp_span_topic, SPAN, otlp.convert_traces), (otlp_log_topic, LOG, otlp.convert_logs)) if topic}
         self._default_environment = default_environment
+        self._otlp_stored_path = otlp_stored_path  # False: every OTLP event goes general (tests compare the two)
         self._days: tuple[dict[int, tuple[tuple[str, str], bytes]], ...] = ({}, {})  # by kind, then day
 
     def kind_of(self, topic: str) -> int:
@@ -233,10 +235,12 @@ class EventDecoder:
         bounds) and are completed as a clean contract record's events are; the others (an environment not seen
         yet, a service name to trim) take the general path, which yields the same document. Takes the arguments of
         ``_untyped``."""
-        try:
-            stored = msgspec.convert(event, self._stored_types[kind])
-        except msgspec.ValidationError:
-            stored = None
+        stored = None
+        if self._otlp_stored_path:
+            try:
+                stored = msgspec.convert(event, self._stored_types[kind])
+            except msgspec.ValidationError:
+                pass
         entry = None if stored is None else self._stored_entry(kind, topic, partition, offset, stored, array_index,
                                                                default_ms, now_ms)
         if entry is None:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from panopticon import _compiled
 from panopticon.common.clock import now_ms
 from panopticon.common.settings import Settings
 from panopticon.engine.counters import Counter, CounterTable, LagTable
@@ -106,8 +107,9 @@ class Supervisor:
             os.set_blocking(fd, False)
         for sig in SIGNALS:
             signal.signal(sig, self.enqueue_signal)
-        log.info("engine supervisor: %d workers, %d blocks of %.1f MB each, group %s", self.workers,
-                 self.settings.engine_shm_blocks, self.block_size() / 1e6, self.settings.engine_group_id)
+        log.info("engine supervisor: %d workers, %d blocks of %.1f MB each, group %s, %s", self.workers,
+                 self.settings.engine_shm_blocks, self.block_size() / 1e6, self.settings.engine_group_id,
+                 _compiled.build())
 
     def enqueue_signal(self, signum: int, _frame: Any) -> None:
         if len(self.signals) < 10:
