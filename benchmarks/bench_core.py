@@ -1,18 +1,25 @@
-"""Per-core cost of decode + normalize + NDJSON encode: the engine's code against the naive way.
+"""Per-core cost of decode + normalize + NDJSON encode: the engine's code, compiled and as Python, against the
+naive way.
 
-Both pipelines run in this one process, on the same loadgen record values, alternating rounds, and are
-timed with the thread's CPU clock (the machine is shared: wall time would measure the neighbours).
-The engine side is ``engine.decode.EventDecoder.decode`` appending each entry's action and document
-lines to a reused buffer (what ``Batch.append`` does into a shared-memory block); the naive side is
-``benchmarks.naive``: ``json.loads``, dicts, the same rules, ``json.dumps`` of action and document.
-A third pass, the msgspec floor, only decodes and re-encodes each event: no rule, no id, no index. It is
-the ceiling of any pipeline built on msgspec in CPython, so it says how far a per-core target can be met.
+The pipelines run on the same loadgen record values, in alternating rounds, timed with the thread's CPU clock
+(the machine is shared: wall time would measure the neighbours). The engine side is
+``engine.decode.EventDecoder.decode`` appending each entry's action and document lines to a reused buffer (what
+``Batch.append`` does into a shared-memory block): once in this process, with the build that is installed (the
+hot modules compiled by mypyc, ``setup.py``), and once in a child process started with PANOPTICON_PURE_PYTHON=1
+(the same modules run from their sources), on the same records. The naive side is ``benchmarks.naive``:
+``json.loads``, dicts, the same rules, ``json.dumps`` of action and document. A last pass, the msgspec floor,
+only decodes and re-encodes each event: no rule, no id, no index. It is the ceiling of any pipeline built on
+msgspec in CPython, so it says how far a per-core target can be met.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +28,7 @@ import msgspec
 
 from benchmarks.naive import NaiveRefiner
 from benchmarks.report import Report, Target
+from panopticon import _compiled
 from panopticon.common.indices import IndexNames
 from panopticon.common.wire import StoredLog, StoredSpan
 from panopticon.devtools.traffic import generate
@@ -32,8 +40,7 @@ FLUSH_AT = 8 * 1024 * 1024  # a bulk block's worth: the buffer is emptied as a s
 Records = list[tuple[str, int, bytes]]  # (topic, offset, value)
 
 
-def records(count: int, seed: int) -> tuple[Records, int]:
-    base = int(time.time() * 1000) - 3_600_000
+def records(count: int, seed: int, base: int) -> tuple[Records, int]:
     out: Records = []
     events = 0
     for i, r in enumerate(generate(seed=seed, count=count, base_time_ms=base)):
@@ -113,40 +120,96 @@ def timed(run: Callable[[Records], int], batch: Records) -> tuple[int, float, fl
     return n, time.thread_time() - cpu, time.perf_counter() - wall
 
 
+class PureEngine:
+    """The engine pass in a child process that runs the hot modules from their sources, on the same records."""
+
+    def __init__(self, count: int, base: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_core", "--serve", "--records", str(count), "--base", str(base)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, _compiled.PURE_ENV: "1"})
+        self.build = self._read()["build"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the pure-Python child exited ({self.proc.wait()})")
+        return dict(json.loads(line))
+
+    def timed(self) -> tuple[int, float, float]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("pass\n")
+        self.proc.stdin.flush()
+        out = self._read()
+        return out["n"], out["cpu"], out["wall"]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def serve(count: int, base: int) -> int:
+    """The child's side: one engine pass per line read, its figures written back as a JSON line."""
+    batch, _ = records(count, seed=7, base=base)
+    print(json.dumps({"build": _compiled.build()}), flush=True)
+    for _line in sys.stdin:
+        n, cpu, wall = timed(engine_pass, batch)
+        print(json.dumps({"n": n, "cpu": cpu, "wall": wall}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_core", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="30k records, 3 rounds")
     parser.add_argument("--records", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=0)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the pure-Python child
+    parser.add_argument("--base", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     count = args.records or (30_000 if args.quick else 100_000)
+    base = args.base or int(time.time() * 1000) - 3_600_000
+    if args.serve:
+        return serve(count, base)
     rounds = args.rounds or (3 if args.quick else 4)
-    batch, events = records(count, seed=7)
+    batch, events = records(count, seed=7, base=base)
+    build = _compiled.build()
+    pure = PureEngine(count, base)
     print(f"core: {count:,} loadgen records ({events:,} events, {sum(len(v) for *_, v in batch) / count:.0f} B "
-          f"average), {rounds} alternating rounds per pipeline")
-    engine_rates, naive_rates, floor_rates, engine_wall, naive_wall = [], [], [], [], []
-    for _ in range(rounds):
-        n, cpu, wall = timed(engine_pass, batch)
-        engine_rates.append(n / cpu)
-        engine_wall.append(n / wall)
-        n, cpu, wall = timed(naive_pass, batch)
-        naive_rates.append(n / cpu)
-        naive_wall.append(n / wall)
-        n, cpu, _wall = timed(floor_pass, batch)
-        floor_rates.append(n / cpu)
-    engine, naive = statistics.median(engine_rates), statistics.median(naive_rates)
-    floor = statistics.median(floor_rates)
-    report = Report("core", {"records": count, "events": events, "rounds": rounds, "clock": "thread CPU time"})
-    report.add("engine_events_per_cpu_s", engine, "events/s", Target(">=", 250_000))
+          f"average), {rounds} alternating rounds per pipeline; this process: {build}; child: {pure.build}")
+    rates: dict[str, list[float]] = {"engine": [], "pure": [], "naive": [], "floor": []}
+    engine_wall: list[float] = []
+    try:
+        for _ in range(rounds):
+            n, cpu, wall = timed(engine_pass, batch)
+            rates["engine"].append(n / cpu)
+            engine_wall.append(n / wall)
+            n, cpu, _wall = pure.timed()
+            rates["pure"].append(n / cpu)
+            n, cpu, _wall = timed(naive_pass, batch)
+            rates["naive"].append(n / cpu)
+            n, cpu, _wall = timed(floor_pass, batch)
+            rates["floor"].append(n / cpu)
+    finally:
+        pure.close()
+    engine, pure_rate, naive, floor = (statistics.median(rates[k]) for k in ("engine", "pure", "naive", "floor"))
+    report = Report("core", {"records": count, "events": events, "rounds": rounds, "clock": "thread CPU time",
+                             "build": build, "child_build": pure.build})
+    report.add("engine_events_per_cpu_s", engine, "events/s", Target(">=", 150_000))
+    report.add("pure_events_per_cpu_s", pure_rate, "events/s")
     report.add("naive_events_per_cpu_s", naive, "events/s")
-    report.add("engine_vs_naive", engine / naive, "x", Target(">=", 4))
+    report.add("engine_vs_naive", engine / naive, "x", Target(">=", 10))
+    report.add("pure_vs_naive", pure_rate / naive, "x")
+    report.add("engine_vs_pure", engine / pure_rate, "x")
     report.add("engine_events_per_wall_s", statistics.median(engine_wall), "events/s")
     report.add("msgspec_floor_events_per_cpu_s", floor, "events/s")
     report.add("engine_share_of_floor", engine / floor, "x")
     report.add("engine_us_per_event", 1e6 / engine, "us")
+    report.add("pure_us_per_event", 1e6 / pure_rate, "us")
     report.add("naive_us_per_event", 1e6 / naive, "us")
-    report.note(f"engine rounds (events per CPU-s): {', '.join(f'{r:,.0f}' for r in engine_rates)}")
-    report.note(f"naive rounds: {', '.join(f'{r:,.0f}' for r in naive_rates)}")
+    for name, title in (("engine", f"engine ({build})"), ("pure", f"engine ({pure.build})"), ("naive", "naive"),
+                        ("floor", "msgspec floor")):
+        report.note(f"{title} rounds (events per CPU-s): {', '.join(f'{r:,.0f}' for r in rates[name])}")
     report.note("msgspec floor: decode + encode only, no normalization - the most any msgspec pipeline reaches")
     report.publish()
     return 0

@@ -6,7 +6,9 @@ The local stack's Kafka (real Apache Kafka, KRaft, one node) is preloaded with l
 consumer group on the same backlog:
 
 - ``w1``, ``w2``: the engine with ENGINE_WORKERS=1 and 2 into the sink (``benchmarks.sink``), which stores
-  nothing, so the figures are the engine's (and the broker's) cost;
+  nothing, so the figures are the engine's (and the broker's) cost; the installed build (the hot modules compiled
+  by mypyc: ``setup.py``);
+- ``w1_pure``, ``w2_pure``: the same with PANOPTICON_PURE_PYTHON=1 (those modules run from their sources);
 - ``naive``: the naive one-process consumer (``benchmarks.naive``) into the sink;
 - ``os_w1``, ``os_w2``: the engine with 1 and 2 workers into the stack's real OpenSearch (one node, on the same
   two cores), each run under its own index prefix (the ids are deterministic: a second run into the same
@@ -51,11 +53,12 @@ from benchmarks.rig import (
     topics_env,
     window,
 )
+from panopticon import _compiled
 from panopticon.common.clients import opensearch_client
 from panopticon.common.settings import load_settings
 from panopticon.devtools.stack import LocalStack
 
-RATE_TARGET, RATIO_TARGET, CPU_TARGET, RSS_TARGET = 100_000, 7.0, 0.7, 200.0
+RATE_TARGET, RATIO_TARGET, CPU_TARGET, RSS_TARGET = 100_000, 12.0, 1.5, 200.0
 IDLE_S = 5.0
 
 
@@ -170,8 +173,9 @@ def run_outage(env: dict[str, str], pre: Preloaded, sink: Sink, logs: Path, paus
     }
 
 
-WORKERS = {"w1": 1, "w2": 2, "os_w1": 1, "os_w2": 2}
-SINKS = {"w1": "sink", "w2": "sink", "naive": "sink", "os_w1": "opensearch", "os_w2": "opensearch"}
+WORKERS = {"w1": 1, "w2": 2, "w1_pure": 1, "w2_pure": 2, "os_w1": 1, "os_w2": 2}
+SINKS = {"w1": "sink", "w2": "sink", "w1_pure": "sink", "w2_pure": "sink", "naive": "sink", "os_w1": "opensearch",
+         "os_w2": "opensearch"}
 
 
 def publish(pre: Preloaded, idle: dict[str, float], runs: dict[str, dict[str, Any]], outage: dict[str, Any],
@@ -180,7 +184,7 @@ def publish(pre: Preloaded, idle: dict[str, float], runs: dict[str, dict[str, An
                             "avg_record_bytes": round(pre.bytes / pre.records), "partitions": 4,
                             "kafka": "Apache Kafka 4.1 (KRaft, 1 node)", "search": "OpenSearch 2.19.1 (1 node)",
                             "sink": "benchmarks.sink (fake _bulk)", "bulk_batch_size": 5000,
-                            "bulk_max_parallel_flushes": 2, "engine_shm_blocks": 4})
+                            "bulk_max_parallel_flushes": 2, "engine_shm_blocks": 4, "build": _compiled.build()})
     report.add("preload_records_per_s", pre.records / pre.seconds if pre.seconds else float("nan"), "records/s",
                seconds=round(pre.seconds, 1), mb=round(pre.bytes / 1e6))
     for name, cores in idle.items():
@@ -190,7 +194,7 @@ def publish(pre: Preloaded, idle: dict[str, float], runs: dict[str, dict[str, An
         w: Window = run["window"]
         engine = tag != "naive"
         extra = {"workers": WORKERS.get(tag), "into": SINKS[tag], "complete": w.complete,
-                 "seconds": round(w.seconds, 2)}
+                 "seconds": round(w.seconds, 2), "pure_python": tag.endswith("_pure")}
         report.add(f"{tag}.events_per_s", w.rate, "events/s",
                    Target(">=", RATE_TARGET) if tag == "w2" else None, **extra)
         report.add(f"{tag}.cpu_s_per_100k", w.cpu_per_100k, "CPU-s",
@@ -262,11 +266,12 @@ def main(argv: list[str] | None = None) -> int:
         sink = Sink()
         try:
             runs: dict[str, dict[str, Any]] = {}
-            for workers in (1, 2):
-                tag = f"w{workers}"
-                runs[tag] = run_engine(env, pre, stack, workers, tag, logs, cap, sink)
-                print(f"e2e: engine with {workers} worker(s) into the sink: {runs[tag]['window'].rate:,.0f} events/s",
-                      flush=True)
+            for build, build_env in (("", {}), ("_pure", {_compiled.PURE_ENV: "1"})):
+                for workers in (1, 2):
+                    tag = f"w{workers}{build}"
+                    runs[tag] = run_engine({**env, **build_env}, pre, stack, workers, tag, logs, cap, sink)
+                    print(f"e2e: engine ({'pure Python' if build else _compiled.build()}) with {workers} worker(s) "
+                          f"into the sink: {runs[tag]['window'].rate:,.0f} events/s", flush=True)
             if not args.skip_naive:
                 runs["naive"] = run_naive(env, pre, sink, stack, cap)
                 print(f"e2e: naive into the sink: {runs['naive']['window'].rate:,.0f} events/s", flush=True)

@@ -161,9 +161,8 @@ def invalid_from(error: msgspec.ValidationError) -> Invalid:
     return Invalid(where.rstrip("`").lstrip("."), message)
 
 
-def split(event: Mapping[str, Any], cls: type[LogEvent] | type[SpanEvent]) -> tuple[Any, dict[str, Any] | None]:
-    """An event with unknown top-level keys: its typed part, and the unknown keys (bound for labels)."""
-    fields = LOG_FIELDS if cls is LogEvent else SPAN_FIELDS
+def partition_keys(event: Mapping[str, Any], fields: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """An event's contract keys, and its unknown top-level keys (bound for labels) or None."""
     known: dict[str, Any] = {}
     extra: dict[str, Any] | None = None
     for key, value in event.items():
@@ -173,6 +172,12 @@ def split(event: Mapping[str, Any], cls: type[LogEvent] | type[SpanEvent]) -> tu
             if extra is None:
                 extra = {}
             extra[key] = value
+    return known, extra
+
+
+def split(event: Mapping[str, Any], cls: type[LogEvent] | type[SpanEvent]) -> tuple[Any, dict[str, Any] | None]:
+    """An event with unknown top-level keys: its typed part, and the unknown keys (bound for labels)."""
+    known, extra = partition_keys(event, LOG_FIELDS if cls is LogEvent else SPAN_FIELDS)
     try:
         return msgspec.convert(known, cls), extra
     except msgspec.ValidationError as exc:
@@ -256,6 +261,11 @@ class Refiner:
         needs the general path (it then yields the same document, or the reason it is invalid)."""
         if ev.message.isspace():
             return None
+        if ev.level not in _LEVELS:  # "info", "warning": the spellings the general path accepts
+            level = normalize_level(ev.level)
+            if level is None:
+                return None
+            ev.level = level
         return self._complete(ev, "log", default_ms, now_ms)
 
     def complete_span(self, ev: StoredSpan, default_ms: int, now_ms: int) -> int | None:

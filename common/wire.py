@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from panopticon.common.schema import KINDS, LEVELS, STATUSES, Log, Span
+from panopticon.common.schema import KINDS, STATUSES, Log, Span
 
 
 class LogEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -59,20 +59,21 @@ SPAN_FIELDS = frozenset(SpanEvent.__struct_fields__)
 
 # Most events arrive already clean. These decode targets accept only such events, so msgspec checks most of
 # the rules in C while decoding (the bounds are the field types of ``common.schema``); the refiner then completes
-# them in place and they are encoded as the stored document. Any event outside this shape (an unknown key, a lax
-# value) fails to decode and takes the general path, which yields the same document or says what is wrong.
+# them in place and they are encoded as the stored document. A record outside this shape (an unknown key, a lax
+# value) fails to decode; its events are then decoded as dicts, their unknown keys moved under labels, and those
+# that fit are converted into this shape; the rest take the general path, which yields the same document or says
+# what is wrong.
 
 class StoredLog(Log, kw_only=True, forbid_unknown_fields=True):
     """A clean log event, completed in place into its stored document by ``Refiner.complete_log``.
 
     Its fields are the log's; only what a wire event may carry differs: any ``timestamp`` and ``type`` (the
-    refiner sets both), a ``level`` spelled as stored, and none of the engine's own fields (``UnsetType``: an
-    event that carries one is not clean). ``timestamp`` stays the first field, so the encoded document starts
-    ``{"timestamp":`` and the decoder writes it as ``{"@timestamp":``.
+    refiner sets both), a ``level`` in any spelling (the refiner reads its aliases), and none of the engine's own
+    fields (``UnsetType``: an event that carries one is not clean). ``timestamp`` stays the first field, so the
+    encoded document starts ``{"timestamp":`` and the decoder writes it as ``{"@timestamp":``.
     """
 
     timestamp: Any = None
-    level: Literal[LEVELS]  # type: ignore[valid-type]
     ingested_at: UnsetType = UNSET
     timestamp_defaulted: UnsetType = UNSET
     type: Any = None

@@ -19,9 +19,9 @@ import msgspec
 
 from panopticon.common import otlp
 from panopticon.common.indices import LOGS, TRACES, IndexNames
-from panopticon.common.normalize import Invalid, Refiner, split
+from panopticon.common.normalize import Invalid, Refiner, partition_keys, refine_labels, split
 from panopticon.common.schema import ERROR_LEVELS, LogDoc, SpanDoc
-from panopticon.common.wire import LogEvent, SpanEvent, StoredLog, StoredSpan
+from panopticon.common.wire import LOG_FIELDS, SPAN_FIELDS, LogEvent, SpanEvent, StoredLog, StoredSpan
 from panopticon.engine.batch import LOG, SPAN
 
 _DAY_MS = 86_400_000
@@ -75,9 +75,14 @@ class Decoded:
         self.size += len(entry.line)
 
 
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)  # copied per id: cheaper than constructing one
+
+
 def span_doc_id(trace_id: str, span_id: str) -> str:
     """A span's id from (trace_id, span_id): a producer's retry or a replay never duplicates it."""
-    return hashlib.blake2b(f"{trace_id}\x00{span_id}".encode(), digest_size=16).hexdigest()
+    digest = _BLAKE2B_16.copy()
+    digest.update(f"{trace_id}\x00{span_id}".encode())
+    return digest.hexdigest()
 
 
 def log_doc_id(topic: str, partition: int, offset: int, array_index: int | None) -> str:
@@ -91,7 +96,7 @@ class EventDecoder:
 
     def __init__(self, names: IndexNames, log_topic: str, span_topic: str, max_bytes: int, *,
                  otlp_span_topic: str = "", otlp_log_topic: str = "", default_environment: str = "unknown",
-                 otlp_stored_path: bool = True) -> None:
+                 stored_path: bool = True) -> None:
         self._decode = msgspec.json.Decoder().decode
         # The common case, decoded straight into the stored shape; anything else takes the general path.
         self._stored = {
@@ -107,7 +112,7 @@ class EventDecoder:
         self._otlp = {topic: (kind, convert) for topic, kind, convert in (
             (otlp_span_topic, SPAN, otlp.convert_traces), (otlp_log_topic, LOG, otlp.convert_logs)) if topic}
         self._default_environment = default_environment
-        self._otlp_stored_path = otlp_stored_path  # False: every OTLP event goes general (tests compare the two)
+        self._stored_path = stored_path  # False: every event takes the general path (the tests compare the two)
         self._days: tuple[dict[int, tuple[tuple[str, str], bytes]], ...] = ({}, {})  # by kind, then day
 
     def kind_of(self, topic: str) -> int:
@@ -138,6 +143,8 @@ class EventDecoder:
         if topic in self._otlp:
             return self._otlp_request(topic, partition, offset, value, default_ms, now_ms)
         kind = SPAN if topic == self._span_topic else LOG
+        if not self._stored_path:
+            return self._general(kind, topic, partition, offset, value, default_ms, now_ms)
         try:
             stored = self._stored[kind](value)
         except msgspec.ValidationError:
@@ -186,7 +193,7 @@ class EventDecoder:
             error_log = event.level in ERROR_LEVELS
         index_key, action_start = self._index(kind, epoch_ms)
         doc = self._encoder.encode(event)  # b'{"timestamp":...': the structs' first field, stored as @timestamp
-        line = action_start + doc_id.encode() + b'"}}\n{"@' + doc[2:] + b"\n"
+        line = b"".join((action_start, doc_id.encode(), b'"}}\n{"@', doc[2:], b"\n"))
         return Entry(line, kind, array_index, error_log, index_key, event, epoch_ms)
 
     def _general(self, kind: int, topic: str, partition: int, offset: int, value: bytes,
@@ -198,11 +205,11 @@ class EventDecoder:
             out.rejects.append(Reject("not_json", str(exc)))
             return out
         if isinstance(parsed, dict):
-            self._untyped(out, kind, topic, partition, offset, parsed, None, default_ms, now_ms)
+            self._event(out, kind, topic, partition, offset, parsed, None, default_ms, now_ms)
         elif isinstance(parsed, list):
             for i, element in enumerate(parsed):
                 if isinstance(element, dict):
-                    self._untyped(out, kind, topic, partition, offset, element, i, default_ms, now_ms)
+                    self._event(out, kind, topic, partition, offset, element, i, default_ms, now_ms)
                 else:
                     out.rejects.append(Reject("not_an_object", f"expected an object, got {type(element).__name__}"
                                               f" - at `$[{i}]`", i, self._encoder.encode(element)))
@@ -220,33 +227,39 @@ class EventDecoder:
             out.rejects.append(Reject("not_otlp", str(exc)))
             return out
         for i, span in enumerate(converted.spans):
-            self._otlp_event(out, SPAN, topic, partition, offset, span, i, default_ms, now_ms)
+            self._event(out, SPAN, topic, partition, offset, span, i, default_ms, now_ms)
         first_log = len(converted.spans)  # log ids: (topic, partition, offset, position in the request)
         for i, event in enumerate(converted.logs):
-            self._otlp_event(out, LOG, topic, partition, offset, event, first_log + i, default_ms, now_ms)
+            self._event(out, LOG, topic, partition, offset, event, first_log + i, default_ms, now_ms)
         if converted.rejected:
             out.rejects.append(Reject("otlp_item", f"{converted.rejected} items not converted: "
                                                    + "; ".join(converted.reasons)))
         return out
 
-    def _otlp_event(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
-                    array_index: int | None, default_ms: int, now_ms: int) -> None:
-        """A converted OTLP event: most fit the stored shape (``common.otlp`` keeps labels within the contract's
-        bounds) and are completed as a clean contract record's events are; the others (an environment not seen
-        yet, a service name to trim) take the general path, which yields the same document. Takes the arguments of
-        ``_untyped``."""
-        stored = None
-        if self._otlp_stored_path:
+    def _event(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
+               array_index: int | None, default_ms: int, now_ms: int) -> None:
+        """An event as a dict: an element of a record outside the stored shape, or a converted OTLP event. Its
+        unknown top-level keys go under its labels, as the general path puts them; if it then fits the stored shape
+        it is completed as a clean event is (an OTLP event mostly does: ``common.otlp`` keeps within the contract's
+        bounds). The others (a lax value, an environment not seen yet, a name to trim) take the general path, which
+        yields the same document or the reason. Takes the arguments of ``_untyped``."""
+        entry = None
+        dropped = 0
+        if self._stored_path:
+            known, extra = partition_keys(event, SPAN_FIELDS if kind == SPAN else LOG_FIELDS)
             try:
-                stored = msgspec.convert(event, self._stored_types[kind])
-            except msgspec.ValidationError:
-                pass
-        entry = None if stored is None else self._stored_entry(kind, topic, partition, offset, stored, array_index,
-                                                               default_ms, now_ms)
+                if extra is not None:
+                    known["labels"], dropped = refine_labels(known.get("labels"), extra)
+                stored = msgspec.convert(known, self._stored_types[kind])
+            except (Invalid, msgspec.ValidationError):
+                stored = None
+            if stored is not None:
+                entry = self._stored_entry(kind, topic, partition, offset, stored, array_index, default_ms, now_ms)
         if entry is None:
             self._untyped(out, kind, topic, partition, offset, event, array_index, default_ms, now_ms)
         else:
             out.add(entry)
+            out.dropped_keys += dropped
 
     def _untyped(self, out: Decoded, kind: int, topic: str, partition: int, offset: int, event: dict[str, Any],
                  array_index: int | None, default_ms: int, now_ms: int) -> None:

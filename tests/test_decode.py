@@ -29,8 +29,8 @@ SAMPLES = Path(__file__).resolve().parent / "samples"  # the ingest contract's s
 NOW = 1_795_773_601_000
 
 
-def decoder(max_bytes: int = 1_048_576) -> EventDecoder:
-    return EventDecoder(IndexNames("p-"), "apm.logs", "apm.spans", max_bytes)
+def decoder(max_bytes: int = 1_048_576, stored_path: bool = True) -> EventDecoder:
+    return EventDecoder(IndexNames("p-"), "apm.logs", "apm.spans", max_bytes, stored_path=stored_path)
 
 
 def lines(name: str) -> list[bytes]:
@@ -202,14 +202,16 @@ def as_sent(out: Decoded) -> tuple[object, ...]:
 @example(("apm.logs", {**BASE["apm.logs"], "message": "\u3000"}))
 @example(("apm.logs", {**BASE["apm.logs"], "service_name": "a "}))
 @example(("apm.logs", {**BASE["apm.logs"], "labels": {"bad key": "v", "n": 1, "f": 0.5, "b": False}}))
+@example(("apm.logs", {**BASE["apm.logs"], "level": " warning", "client_ip": "10.0.0.1", "tags": [1], "b": True}))
+@example(("apm.spans", [{**BASE["apm.spans"], "client_ip": "10.0.0.1", "labels": "flat"}, BASE["apm.spans"]]))
 @settings(max_examples=1500)
 def test_the_stored_path_equals_the_general_path(case: tuple[str, object]) -> None:
     topic, value = case
-    d = decoder()
+    d, g = decoder(), decoder(stored_path=False)
     raw = msgspec.json.encode(value)
     for _ in range(2):  # the second time, the refiner's caches are warm (environments, label keys, the second)
         fast = d.decode(topic, 0, 7, raw, NOW, NOW)
-        general = d._general(d.kind_of(topic), topic, 0, 7, raw, NOW, NOW)
+        general = g.decode(topic, 0, 7, raw, NOW, NOW)
         assert as_sent(fast) == as_sent(general)
         assert fast.size == general.size
 
@@ -231,9 +233,14 @@ def test_clean_events_take_the_stored_path() -> None:
             return False
 
     assert stored("apm.logs", log) and stored("apm.logs", [log, log]) and stored("apm.spans", span)
-    assert not stored("apm.logs", {**log, "level": "error"})  # lax values and unknown keys go general
-    assert not stored("apm.spans", {**span, "client_ip": "10.0.0.1"})
+    assert stored("apm.logs", {**log, "level": "error"})  # a level's aliases are read in the stored shape
+    assert not stored("apm.spans", {**span, "client_ip": "10.0.0.1"})  # unknown keys and lax values are not ...
+    assert not stored("apm.spans", {**span, "kind": "server"})
     assert not stored("apm.spans", {**span, "service_name": " a "})
+    # ... but an event with unknown keys is completed in the stored shape once they are under its labels
+    out = d.decode("apm.spans", 0, 2, msgspec.json.encode({**span, "client_ip": "10.0.0.1", "tags": [1]}), NOW, NOW)
+    assert isinstance(out.entries[0].event, StoredSpan) and out.dropped_keys == 1
+    assert out.entries[0].event.labels == {"client_ip": "10.0.0.1"}
 
 
 def module_state(module: object) -> dict[str, object]:
@@ -261,7 +268,7 @@ def test_decoding_writes_no_module_level_state() -> None:
 
 def otlp_decoder(stored_path: bool = True) -> EventDecoder:
     return EventDecoder(IndexNames("p-"), "apm.logs", "apm.spans", 1 << 20, otlp_span_topic="otlp_spans",
-                        otlp_log_topic="otlp_logs", default_environment="unknown", otlp_stored_path=stored_path)
+                        otlp_log_topic="otlp_logs", default_environment="unknown", stored_path=stored_path)
 
 
 @pytest.mark.parametrize("encoding", ["proto", "json"])
