@@ -214,9 +214,11 @@ class Refiner:
     def _time(self, raw: object, default_ms: int) -> tuple[int, str, bool]:
         """(epoch ms, stored timestamp text, defaulted). Most producers already send the stored form,
         ``2026-11-28T00:51:01.175Z``: while its second repeats, it is read without parsing and kept as is."""
-        if (type(raw) is str and len(raw) == 24 and raw[:19] == self._canonical_prefix and raw[19] == "."
-                and raw[23] == "Z" and raw.isascii() and raw[20:23].isdigit()):
-            return self._canonical_second * 1000 + int(raw[20:23]), raw, False
+        prefix = self._canonical_prefix
+        if type(raw) is str and len(raw) == 24 and prefix and raw.startswith(prefix) and raw.endswith("Z"):
+            millis = raw[20:23]
+            if raw[19] == "." and millis.isascii() and millis.isdigit():
+                return self._canonical_second * 1000 + int(millis), raw, False
         if type(raw) is int and 0 <= raw <= MAX_EPOCH_MS:  # epoch milliseconds, the other common form
             return raw, self._event_clock.format(raw), False
         epoch_ms = parse_timestamp(raw) if raw is not None else None

@@ -28,15 +28,21 @@ _DAY_MS = 86_400_000
 NOT_JSON = (msgspec.DecodeError, UnicodeDecodeError)  # msgspec raises the latter for a string of invalid UTF-8
 
 
-@dataclass(slots=True)
 class Entry:
-    line: bytes  # the bulk action line and the document line, each ending in a newline
-    kind: int
-    array_index: int | None
-    error_log: bool
-    index_key: tuple[str, str]  # (LOGS or TRACES, the daily index's name), one shared tuple per index
-    event: LogDoc | SpanDoc | StoredLog | StoredSpan  # the stored document, as a struct
-    epoch_ms: int
+    """One document to store. (Per event: a plain class, so its ``__init__`` compiles too; a dataclass's would
+    not.)"""
+
+    __slots__ = ("line", "kind", "array_index", "error_log", "index_key", "event", "epoch_ms")
+
+    def __init__(self, line: bytes, kind: int, array_index: int | None, error_log: bool, index_key: tuple[str, str],
+                 event: LogDoc | SpanDoc | StoredLog | StoredSpan, epoch_ms: int) -> None:
+        self.line = line  # the bulk action line and the document line, each ending in a newline
+        self.kind = kind
+        self.array_index = array_index
+        self.error_log = error_log
+        self.index_key = index_key  # (LOGS or TRACES, the daily index's name), one shared tuple per index
+        self.event = event  # the stored document, as a struct
+        self.epoch_ms = epoch_ms
 
     @property
     def action(self) -> bytes:
@@ -63,12 +69,16 @@ class Reject:
     element: bytes | None = None  # the offending array element, re-encoded
 
 
-@dataclass(slots=True)
 class Decoded:
-    entries: list[Entry]
-    rejects: list[Reject]
-    dropped_keys: int = 0
-    size: int = 0  # bytes of the entries' lines
+    """What one record became (per record: a plain class, as ``Entry``)."""
+
+    __slots__ = ("entries", "rejects", "dropped_keys", "size")
+
+    def __init__(self, entries: list[Entry], rejects: list[Reject], dropped_keys: int = 0, size: int = 0) -> None:
+        self.entries = entries
+        self.rejects = rejects
+        self.dropped_keys = dropped_keys
+        self.size = size  # bytes of the entries' lines
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

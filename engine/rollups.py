@@ -41,19 +41,24 @@ CALLERS, CALLEES = frozenset({"CLIENT", "PRODUCER"}), frozenset({"SERVER", "CONS
 USER = "user"  # the virtual caller of a root SERVER or CONSUMER span
 
 
-@dataclass(slots=True)
 class Half:
-    """One side of a call, waiting for the other (a CLIENT for its SERVER child, or the reverse)."""
+    """One side of a call, waiting for the other (a CLIENT for its SERVER child, or the reverse). Per span: a plain
+    class, so its ``__init__`` compiles too."""
 
-    offset: int
-    watermark: int  # the partition's watermark before its record
-    deadline: int  # it gives up once the watermark reaches this: SERVICE_MAP_WAIT_MS past the watermark after it
-    event_ms: int
-    service: str
-    environment: str
-    duration_ms: float
-    error: bool
-    labels: Mapping[str, LabelValue]  # a client's, to name its callee should no span answer it
+    __slots__ = ("offset", "watermark", "deadline", "event_ms", "service", "environment", "duration_ms", "error",
+                 "labels")
+
+    def __init__(self, offset: int, watermark: int, deadline: int, event_ms: int, service: str, environment: str,
+                 duration_ms: float, error: bool, labels: Mapping[str, LabelValue]) -> None:
+        self.offset = offset
+        self.watermark = watermark  # the partition's watermark before its record
+        self.deadline = deadline  # it gives up once the watermark reaches this: SERVICE_MAP_WAIT_MS past the
+        self.event_ms = event_ms  # watermark after it
+        self.service = service
+        self.environment = environment
+        self.duration_ms = duration_ms
+        self.error = error
+        self.labels = labels  # a client's, to name its callee should no span answer it
 
 
 @dataclass(slots=True)

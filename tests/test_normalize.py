@@ -52,6 +52,10 @@ def test_timestamps(raw: object, expected: str) -> None:
     epoch_ms = parse_timestamp(raw)
     assert epoch_ms is not None
     assert format_timestamp(epoch_ms) == expected
+    refiner = Refiner()  # fresh, then remembering the second: the stored form is read without parsing
+    for _ in range(2):
+        refined = refiner.log(log(timestamp=raw), DEFAULT, NOW)
+        assert (refined.epoch_ms, refined.doc.timestamp) == (epoch_ms, expected)
 
 
 @pytest.mark.parametrize("raw", ["yesterday", "", True, None, float("nan"), -1, 10**20, {"a": 1}])
