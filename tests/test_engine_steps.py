@@ -29,7 +29,7 @@ from panopticon.common.schema import SpanDoc
 from panopticon.common.settings import Settings
 from panopticon.engine.batch import Batch
 from panopticon.engine.building import Builder
-from panopticon.engine.bulk import BulkAnswer, Flusher, ItemResult
+from panopticon.engine.bulk import BulkAnswer, Flusher, FlushResult, ItemResult
 from panopticon.engine.committing import Committing
 from panopticon.engine.counters import SLOTS, CounterSlot
 from panopticon.engine.decode import EventDecoder
@@ -286,6 +286,27 @@ def test_building_takes_records_until_no_block_is_free() -> None:
         taken = owner.building.submit([message(records, i) for i in range(40)])
         assert 0 < taken < 40
         assert pool.free == 0 and owner.committing.inflight == 2 and owner.building.batch is None
+
+
+def test_a_flushed_batch_lets_its_records_go_while_it_waits_for_the_batches_before_it() -> None:
+    """Once its answer is read, a batch keeps only what the commit needs: one batch retried for seconds must not
+    keep every later batch's records (Messages) in memory behind it."""
+    with blocks(16 * 1024, 3) as pool:
+        owner = Owner(SearchCluster(), CommitLog(), Settings(bulk_batch_size=2), pool)
+        owner.flusher.terminate()  # the answers are handed in below, in the order a slow first request gives
+        records = [(0, "a", "GET /x", "INTERNAL", False, -1, "")] * 4
+        assert owner.building.submit([message(records, i) for i in range(4)]) == 4
+        owner.building.seal()
+        first, second = owner.committing.tracker._inflight
+        owner.flusher.done.put(FlushResult(second, None, {}, 0, 0.0, 0))
+        owner.flushing.poll()
+        assert second.flushed and second.block is None
+        assert not second.records and not second.starts and not second.kinds
+        assert len(first.records) == 2 and owner.committing.inflight == 2  # commits go in seal order
+        owner.flusher.done.put(FlushResult(first, None, {}, 0, 0.0, 0))
+        owner.flushing.poll()
+        owner.committing.join({TP})
+        assert owner.committing.inflight == 0 and owner.commits.offsets[TP][0] == 4
 
 
 class Refusing(SearchCluster):

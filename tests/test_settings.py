@@ -42,6 +42,20 @@ def test_kafka_conf_prefix_passes_librdkafka_properties() -> None:
     assert s.kafka_conf == {"sasl.mechanism": "SCRAM-SHA-512", "security.protocol": "SASL_SSL"}
 
 
+def test_the_consumer_prefetch_is_small_with_a_short_backoff_and_librdkafka_takes_it() -> None:
+    from confluent_kafka import Consumer
+
+    from panopticon.common.clients import consumer_config
+
+    conf = consumer_config(load_settings({"KAFKA_BROKERS": "127.0.0.1:1"}), "g", "c")
+    # the queue's threshold plus the one Fetch answer that may land on top of it (common/clients.py, PREFETCH)
+    assert conf["queued.max.messages.kbytes"] * 1024 + conf["fetch.max.bytes"] <= 8 * 1024 * 1024
+    assert conf["fetch.queue.backoff.ms"] <= 100  # librdkafka's 1 s would leave a drained queue waiting
+    Consumer(conf).close()  # every property is known to the librdkafka in use
+    wider = consumer_config(load_settings({"KAFKA_CONF_QUEUED_MAX_MESSAGES_KBYTES": "16384"}), "g", "c")
+    assert wider["queued.max.messages.kbytes"] == "16384"  # KAFKA_CONF_* still has the last word
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
