@@ -46,10 +46,10 @@ class Half:
     class, so its ``__init__`` compiles too."""
 
     __slots__ = ("offset", "watermark", "deadline", "event_ms", "service", "environment", "duration_ms", "error",
-                 "labels")
+                 "peer")
 
     def __init__(self, offset: int, watermark: int, deadline: int, event_ms: int, service: str, environment: str,
-                 duration_ms: float, error: bool, labels: Mapping[str, LabelValue]) -> None:
+                 duration_ms: float, error: bool, peer: str) -> None:
         self.offset = offset
         self.watermark = watermark  # the partition's watermark before its record
         self.deadline = deadline  # it gives up once the watermark reaches this: SERVICE_MAP_WAIT_MS past the
@@ -58,7 +58,7 @@ class Half:
         self.environment = environment
         self.duration_ms = duration_ms
         self.error = error
-        self.labels = labels  # a client's, to name its callee should no span answer it
+        self.peer = peer  # the callee a client's labels name, should no span answer it (not the labels: memory)
 
 
 @dataclass(slots=True)
@@ -184,7 +184,7 @@ class PartitionRollups:
                            doc.status == "ERROR", offset, watermark)
             else:
                 self._wait(self.servers, parent, Half(offset, watermark, deadline, event_ms, doc.service_name,
-                                                      doc.environment, doc.duration_ms, doc.status == "ERROR", {}),
+                                                      doc.environment, doc.duration_ms, doc.status == "ERROR", ""),
                            offset)
             return
         labels = doc.labels
@@ -196,7 +196,7 @@ class PartitionRollups:
         if server is None:
             self._wait(self.clients, doc.span_id, Half(offset, watermark, deadline, event_ms, doc.service_name,
                                                        doc.environment, doc.duration_ms, doc.status == "ERROR",
-                                                       labels), offset)
+                                                       peer_of(labels)), offset)
         else:
             self._call(offset, doc.service_name, doc.environment, server.service, event_ms, doc.duration_ms,
                        doc.status == "ERROR" or server.error, server.offset, server.watermark)
@@ -238,7 +238,7 @@ class PartitionRollups:
         """A client without its server is a call to the node its labels name, or unpaired (callee ""); a server
         without its client (its parent was not a CLIENT span, or came too late) is no call."""
         if store is self.clients:
-            peer = peer_of(half.labels)
+            peer = half.peer
             if not peer:
                 self.tally.unpaired += 1
             self._call(offset, half.service, half.environment, peer, half.event_ms, half.duration_ms, half.error,
