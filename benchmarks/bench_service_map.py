@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import inspect
 import statistics
 import sys
 import tempfile
@@ -71,7 +72,7 @@ from panopticon.devtools.traffic import generate
 from panopticon.engine.batch import SPAN
 from panopticon.engine.committing import COMMIT_INTERVAL_MS
 from panopticon.engine.decode import EventDecoder
-from panopticon.engine.rollups import RollupStage
+from panopticon.engine.rollups import Half, RollupStage
 
 SEED = 7
 LOG_TOPIC, SPAN_TOPIC = "apm.logs", "apm.spans"
@@ -204,8 +205,11 @@ def waiting_bytes(stage: RollupStage) -> int:
             total += size(store)
             for key, half in store.items():
                 total += size(key) + size(half)
-                total += sum(size(getattr(half, name)) for name in half.__slots__)
+                total += sum(size(getattr(half, name)) for name in HALF_FIELDS)
     return total
+
+
+HALF_FIELDS = tuple(inspect.signature(Half).parameters)  # its attributes (compiled, it has no __slots__ to read)
 
 
 def measure_engine(report: Report, settings: Settings, records: int, rate: float, rounds: int,
