@@ -1,7 +1,10 @@
 """Decode step: one Kafka record -> encoded bulk entries and rejects. Pure: no I/O, never raises.
 
 A record of the contract's topics is a JSON object or an array of objects. Every element is refined on its own;
-an invalid element is a reject (bound for the dead-letter topic) while its siblings are kept.
+an invalid element is a reject (bound for the dead-letter topic) while its siblings are kept. A clean record is
+decoded straight into the stored shape and completed in place; any other is decoded as dicts, and each element
+whose unknown keys, once moved under its labels, leave it in the stored shape is completed the same way; only the
+rest take the general path, which yields the same document or the reason it cannot be stored.
 A record of the OTLP topics is one OTLP export request (protobuf or OTLP/JSON, told apart by its first byte):
 ``common.otlp`` turns it into contract events, refined like array elements (many spans per record), then its
 exception logs; what it could not convert is one reject naming every reason. Its events are dicts already within
