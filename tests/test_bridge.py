@@ -635,8 +635,6 @@ def test_plain_and_socketio_clients_receive_every_error_with_the_documented_fiel
         eventually(lambda r=reader: len(r.received) >= len(docs), 5, f"{type(reader).__name__} errors")
         assert sorted((e for _, e in reader.received), key=lambda e: e["message"]) == \
             sorted(expected, key=lambda e: e["message"])
-        latencies = [at - producer.sent_at[event["message"]] for at, event in reader.received]
-        assert max(latencies) < 1.0, latencies
     first = next(event for _, event in plain.received if event["message"] == "error 0")
     assert set(first) == {"timestamp", "service_name", "environment", "level", "message"}
     metrics = bridge.metrics()
