@@ -52,8 +52,8 @@ class Half:
                  duration_ms: float, error: bool, peer: str) -> None:
         self.offset = offset
         self.watermark = watermark  # the partition's watermark before its record
-        self.deadline = deadline  # it gives up once the watermark reaches this: SERVICE_MAP_WAIT_MS past the
-        self.event_ms = event_ms  # watermark after it
+        self.deadline = deadline  # it gives up once the watermark reaches this (SERVICE_MAP_WAIT_MS on)
+        self.event_ms = event_ms
         self.service = service
         self.environment = environment
         self.duration_ms = duration_ms
