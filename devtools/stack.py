@@ -247,8 +247,12 @@ class LocalStack:
         self.controller_port = self.controller_port or free_port()
         self.transport_port = self.transport_port or free_port()
         self._start_kafka(java, kafka_lib)
-        self._launch_search()
-        self.wait_ready(timeout_s)
+        try:
+            self._launch_search()
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()  # a start that fails leaves no server behind
+            raise
         return self
 
     def _start_kafka(self, java: str, lib: Path) -> None:

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from panopticon.common.clients import opensearch_client
 from panopticon.common.indices import LOGS, SPAN_MAPPING, TRACES, IndexNames, install_templates
 from panopticon.common.settings import load_settings
-from panopticon.devtools.stack import LocalStack, free_port, port_open
+from panopticon.devtools.stack import LocalStack, StackError, exited, free_port, port_open
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +102,15 @@ def test_a_port_in_use_is_named(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (f"panopticon stack: port {port} (PANOPTICON_KAFKA_PORT / --kafka-port) "
                                      "is in use by another program")
+
+
+def test_a_start_that_fails_leaves_no_server_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PANOPTICON_SEARCH_HEAP_MB", "64")  # refused once Kafka is already started
+    stack = LocalStack(str(tmp_path / "stack"), free_port(), free_port())
+    with pytest.raises(StackError, match="PANOPTICON_SEARCH_HEAP_MB"):
+        stack.start()
+    assert stack.kafka_pid and exited(stack.kafka_pid)
+    assert not port_open(stack.kafka_port)
 
 
 def test_no_java_or_no_maven_says_what_to_install(tmp_path: Path) -> None:
