@@ -90,3 +90,14 @@ class Batch:
         """The stored document (second line) of one item."""
         line = self.item_bytes(index)
         return line[line.index(b"\n") + 1 : -1]
+
+    def drop_documents(self) -> None:
+        """Once its answer is read, a batch waits only for its produce acknowledgements and for the batches sealed
+        before it (commits go in seal order): its per-document lists, above all every record's Message, are done
+        with. Kept, one batch retried for seconds (a 429, an outage's backoff) while the blocks behind it are flushed
+        and reused held every later batch whole: +130 MB in a worker at full speed in the e2e outage run."""
+        self.records.clear()
+        del self.starts[:]
+        self.kinds.clear()
+        self.elements.clear()
+        self.error_items.clear()
